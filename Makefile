@@ -1,0 +1,70 @@
+# The two commands of the README: `make run` and `make test`.
+# Everything they need is installed from here, on a machine with only
+# Python >= 3.12 and a C compiler.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+# The first Python >= 3.12 found: on PATH, then under pyenv.
+PYTHON_BIN ?= $(shell for p in python3.14 python3.13 python3.12 python3 \
+	$$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	  if command -v $$p >/dev/null 2>&1 && \
+	     $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	    command -v $$p; break; fi; done)
+
+.PHONY: run test lint format bench migrate browser clean help
+
+help:
+	@echo "make run    - install, migrate and serve http://127.0.0.1:$(PORT)/ with all workers"
+	@echo "make test   - install test dependencies and run the whole suite"
+	@echo "make lint   - ruff check and format check"
+	@echo "make bench  - run the benchmarks under bench/"
+
+$(PY):
+	@test -n "$(PYTHON_BIN)" || { echo "Python >= 3.12 not found; install it or set PYTHON_BIN=/path/to/python3.12" >&2; exit 1; }
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.base-installed: requirements/base.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.test-installed: requirements/test.txt requirements/base.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements/test.txt
+	touch $@
+
+$(VENV)/.bench-installed: requirements/bench.txt requirements/test.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements/test.txt -r requirements/bench.txt
+	touch $@
+
+migrate: $(VENV)/.base-installed
+	$(PY) manage.py migrate --no-input
+
+run: migrate
+	PORT=$(PORT) $(PY) -m project.devrun
+
+# Headless Chromium for the browser tests (Debian's package, not a download).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "Installing Chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+test: $(VENV)/.test-installed browser
+	$(PY) -m pytest
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(VENV)/.bench-installed
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var

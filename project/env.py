@@ -1,0 +1,45 @@
+"""Typed access to environment variables: the only place settings read them."""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def get_str(name: str, default: str = "") -> str:
+    """Return the variable, or ``default`` when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+def get_bool(name: str, default: bool = False) -> bool:
+    """Parse a flag such as ``DJANGO_DEBUG=1``; an unknown spelling is an error."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean; use 1 or 0.")
+
+
+def get_int(name: str, default: int) -> int:
+    """Parse a whole number, failing with the variable's name on a bad value."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
+
+
+def get_list(name: str, default: list[str]) -> list[str]:
+    """Parse a comma-separated list such as ``DJANGO_ALLOWED_HOSTS=a.com,b.com``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]

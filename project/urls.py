@@ -1,0 +1,12 @@
+"""URL wiring: each app owns its own urls; this module only includes them."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from project import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,149 @@
+"""Session fixtures: a real Redis, real worker and web processes, a real browser.
+
+Every server here is started by this session on 127.0.0.1 (a free port) and
+stopped by its PID in teardown; nothing else is flushed or killed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from project.redis_server import RedisServer, free_port
+from project.settings import celery_url_for, channel_layers_for
+from tests.support import VENV_BIN, ManagedProcess, http_ok, procfile_command, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A Redis server of this session's own, wired into this process' settings."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    _use_redis(server.url)
+    yield server
+    server.stop()
+
+
+def _use_redis(url: str) -> None:
+    from channels.layers import channel_layers
+
+    settings.REDIS_URL = url
+    settings.CHANNEL_LAYERS = channel_layers_for(url)
+    settings.CELERY_BROKER_URL = celery_url_for(url)
+    channel_layers.backends = {}
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    settings.MEDIA_ROOT = root
+    return root
+
+
+@pytest.fixture(scope="session")
+def process_env(redis_server, media_root, django_db_setup, django_db_blocker) -> dict:
+    """Environment for subprocesses: this session's Redis, test database and media."""
+    db_name = settings.DATABASES["default"]["NAME"]
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DJANGO_DEBUG="1",
+        REDIS_URL=redis_server.url,
+        CELERY_BROKER_URL=celery_url_for(redis_server.url),
+        DATABASE_URL=f"sqlite:///{db_name}",
+        DJANGO_MEDIA_ROOT=str(media_root),
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def process_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+@pytest.fixture
+def start_process(process_env, process_logs) -> Iterator[Callable[..., ManagedProcess]]:
+    """Factory: start a Procfile entry (or an argv); stopped at teardown."""
+    started: list[ManagedProcess] = []
+
+    def start(name: str, argv: list[str] | str | None = None, unset=(), **extra_env):
+        env = {**process_env, **{k: str(v) for k, v in extra_env.items()}}
+        for key in unset:
+            env.pop(key, None)
+        command = argv if argv is not None else procfile_command(name)
+        process = ManagedProcess(name, command, env, process_logs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def web_server(process_env, process_logs) -> Iterator[str]:
+    """Daphne, as the Procfile runs it, on a free port; yields its base URL."""
+    port = free_port()
+    env = {**process_env, "PORT": str(port)}
+    process = ManagedProcess("web", procfile_command("web"), env, process_logs)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: http_ok(url + "/") or not process.alive(),
+            timeout=30,
+            message="daphne to serve /",
+        )
+        assert process.alive(), process.output()
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it with apt-get.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run browser tests last: Playwright's sync API keeps an event loop running
+    in the main thread while the browser is open, which async tests cannot share."""
+    for item in items:
+        if "tests/browser/" in item.nodeid:
+            item.add_marker(pytest.mark.browser)
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -1,0 +1,112 @@
+"""Test helpers: waiting on conditions, real processes from the Procfile."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from honcho.environ import parse_procfile
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for[T](
+    condition: Callable[[], T],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"Timed out after {timeout:.0f} s waiting for {message}."
+            )
+        time.sleep(interval)
+
+
+def procfile_command(name: str) -> str:
+    """The command line of one Procfile entry: tests run what `make run` runs."""
+    procfile = parse_procfile((ROOT / "Procfile").read_text())
+    return procfile.processes[name]
+
+
+class ManagedProcess:
+    """A subprocess the test session started, stopped by its PID (and group)."""
+
+    def __init__(self, name: str, argv: list[str] | str, env: dict, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        shell = isinstance(argv, str)
+        self.popen = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {argv}"] if shell else argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.pid, signum)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL the whole group; return the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)  # stray children of the group
+        self._log.close()
+        return self.popen.returncode
+
+    def __repr__(self) -> str:
+        return f"<ManagedProcess {self.name} pid={self.pid}>"
+
+
+def http_ok(url: str) -> bool:
+    """True once ``url`` answers any HTTP status below 500."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500
+    except OSError:
+        return False
+
+
+def shell_join(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
