@@ -1,5 +1,6 @@
 """The Celery app, wired explicitly: configuration from Django settings
-(CELERY_* names), tasks from the modules listed in CELERY_IMPORTS."""
+(CELERY_* names), tasks from the modules listed in CELERY_IMPORTS.
+Nothing else happens at import time."""
 
 import os
 

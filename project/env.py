@@ -43,3 +43,14 @@ def get_list(name: str, default: list[str]) -> list[str]:
     if not raw:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def get_float(name: str, default: float) -> float:
+    """Parse a number such as ``TASKS_HEARTBEAT_SECONDS=0.5``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None

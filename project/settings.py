@@ -9,6 +9,7 @@ from project import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.get_str("DJANGO_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite, media, Redis data live here
 
 # --- Core -------------------------------------------------------------------
 
@@ -163,7 +164,38 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_IMPORTS: list[str] = []
+CELERY_IMPORTS = ["tasks.celery_tasks"]
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# The reconciler re-sends work of dead workers long before this; it only
+# bounds how long Redis keeps an unacknowledged message.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-tasks": {"task": "tasks.reconcile", "schedule": 10.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- The job system (django.tasks) ------------------------------------------
+
+TASKS = {
+    "default": {
+        "BACKEND": "tasks.backends.ChannelsBackend",
+        "QUEUES": ["default", "thumbnailer"],
+    },
+    "guaranteed": {
+        "BACKEND": "tasks.backends.CeleryBackend",
+        "QUEUES": ["default"],
+    },
+}
+# A RUNNING record whose heartbeat is older than this has lost its worker.
+TASKS_HEARTBEAT_SECONDS = env.get_float("TASKS_HEARTBEAT_SECONDS", 2.0)
+TASKS_STALE_AFTER_SECONDS = env.get_float("TASKS_STALE_AFTER_SECONDS", 30.0)
+# A READY record sent longer ago than this, and not claimed, is sent again.
+# Longer than the channel layer's message expiry (60 s) by default, so that
+# a backlog is not re-sent while its messages are still queued.
+TASKS_RESEND_AFTER_SECONDS = env.get_float("TASKS_RESEND_AFTER_SECONDS", 90.0)
+TASKS_RECONCILE_INTERVAL_SECONDS = env.get_float(
+    "TASKS_RECONCILE_INTERVAL_SECONDS", 5.0
+)
 
 # --- REST framework ---------------------------------------------------------
 

@@ -46,12 +46,24 @@ def media_root(tmp_path_factory) -> Path:
     return root
 
 
+# Short job-system timings, so crash recovery is seen in seconds.
+FAST_TIMINGS = {
+    "TASKS_HEARTBEAT_SECONDS": 0.3,
+    "TASKS_STALE_AFTER_SECONDS": 2.0,
+    "TASKS_RESEND_AFTER_SECONDS": 3.0,
+    "TASKS_RECONCILE_INTERVAL_SECONDS": 0.3,
+}
+
+
 @pytest.fixture(scope="session")
 def process_env(redis_server, media_root, django_db_setup, django_db_blocker) -> dict:
     """Environment for subprocesses: this session's Redis, test database and media."""
     db_name = settings.DATABASES["default"]["NAME"]
+    for name, value in FAST_TIMINGS.items():
+        setattr(settings, name, value)
     env = dict(os.environ)
     env.update(
+        {name: str(value) for name, value in FAST_TIMINGS.items()},
         DJANGO_SETTINGS_MODULE="project.settings",
         DJANGO_DEBUG="1",
         REDIS_URL=redis_server.url,
@@ -105,6 +117,60 @@ def web_server(process_env, process_logs) -> Iterator[str]:
         yield url
     finally:
         process.stop()
+
+
+@pytest.fixture
+def worker(start_process) -> Callable[..., ManagedProcess]:
+    """Factory: a `runworker` process on the given queues, ready when it listens."""
+
+    def start(*queues: str, concurrency: int = 1, name: str = "runworker"):
+        argv = [
+            str(VENV_BIN / "python"),
+            "manage.py",
+            "runworker",
+            *(queues or ("default",)),
+        ]
+        process = start_process(name, [*argv, "--concurrency", str(concurrency)])
+        wait_for(
+            lambda: "listening on" in process.output() or not process.alive(),
+            timeout=30,
+            message="the worker to listen",
+        )
+        assert process.alive(), process.output()
+        return process
+
+    return start
+
+
+@pytest.fixture
+def celery_worker(start_process) -> Callable[..., ManagedProcess]:
+    """Factory: a Celery worker process (prefork, as in production), ready when up."""
+
+    def start(concurrency: int = 1, name: str = "celery"):
+        argv = [
+            str(VENV_BIN / "celery"), "-A", "project", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "-Q", "default",
+        ]  # fmt: skip
+        process = start_process(name, argv)
+        wait_for(
+            lambda: " ready." in process.output() or not process.alive(),
+            timeout=60,
+            message="the Celery worker to be ready",
+        )
+        assert process.alive(), process.output()
+        return process
+
+    return start
+
+
+@pytest.fixture
+def reconciler(start_process) -> Callable[[], ManagedProcess]:
+    def start():
+        argv = [str(VENV_BIN / "python"), "manage.py", "reconcile_tasks", "--loop"]
+        return start_process("reconciler", argv)
+
+    return start
 
 
 @pytest.fixture(scope="session")

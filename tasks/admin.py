@@ -1,0 +1,52 @@
+"""Inspect and steer task records in the admin."""
+
+from django.contrib import admin, messages
+from django.utils.translation import ngettext
+
+from tasks import operations
+from tasks.models import TaskRecord
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "task_name",
+        "status",
+        "queue_name",
+        "backend",
+        "attempts",
+        "progress",
+        "owner",
+        "enqueued_at",
+        "finished_at",
+    )
+    list_filter = ("status", "queue_name", "backend", "task_path")
+    search_fields = ("id", "task_path", "owner__username")
+    date_hierarchy = "enqueued_at"
+    list_select_related = ("owner",)
+    actions = ("retry_selected", "cancel_selected")
+    readonly_fields = [f.name for f in TaskRecord._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # records are made by enqueue(), never by hand
+
+    @admin.action(description="Retry selected failed tasks", permissions=["change"])
+    def retry_selected(self, request, queryset):
+        count = operations.retry(queryset)
+        self.message_user(
+            request,
+            ngettext("%d task was queued again.", "%d tasks were queued again.", count)
+            % count,
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+    @admin.action(description="Cancel selected pending tasks", permissions=["change"])
+    def cancel_selected(self, request, queryset):
+        count = operations.cancel(queryset)
+        self.message_user(
+            request,
+            ngettext("%d task was cancelled.", "%d tasks were cancelled.", count)
+            % count,
+            messages.SUCCESS if count else messages.WARNING,
+        )

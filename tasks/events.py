@@ -1,0 +1,65 @@
+"""Task events on channel-layer groups, for the realtime app to forward.
+
+Every status change and progress report is published as
+``{"type": "task.update", ...}`` to the owner's group and the task's group.
+Events are best-effort (a full group drops them); the record is the truth.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tasks import transport
+
+if TYPE_CHECKING:
+    from tasks.models import TaskRecord
+
+
+def owner_group(user_id: int) -> str:
+    return f"tasks.owner.{user_id}"
+
+
+def task_group(task_id: str) -> str:
+    return f"tasks.task.{task_id}"
+
+
+def task_update(record: TaskRecord) -> dict:
+    """The event for a record's current state (JSON-safe)."""
+    return {
+        "type": "task.update",
+        "id": record.id,
+        "task": record.task_path,
+        "queue": record.queue_name,
+        "status": str(record.status),
+        "attempts": record.attempts,
+        "progress": record.progress,
+        "message": record.progress_message,
+        "error": record.last_error,
+    }
+
+
+def publish(record: TaskRecord) -> None:
+    """Publish from sync code."""
+    event = task_update(record)
+    for group in _groups(record):
+        transport.group_send(group, event)
+
+
+async def apublish(record: TaskRecord) -> None:
+    """Publish from async code (the worker's loop)."""
+    from channels.layers import get_channel_layer
+
+    event = task_update(record)
+    layer = get_channel_layer()
+    for group in _groups(record):
+        try:
+            await layer.group_send(group, event)
+        except Exception:
+            transport.logger.warning("Could not publish to %s", group, exc_info=True)
+
+
+def _groups(record: TaskRecord) -> list[str]:
+    groups = [task_group(record.id)]
+    if record.owner_id is not None:
+        groups.append(owner_group(record.owner_id))
+    return groups

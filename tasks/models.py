@@ -1,0 +1,224 @@
+"""The durable task record: the truth about every job, whichever transport runs it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.tasks import TaskResultStatus
+from django.tasks.base import TaskError, TaskResult
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.module_loading import import_string
+
+Status = TaskResultStatus
+FINISHED = (Status.SUCCESSFUL, Status.FAILED)
+
+
+def new_task_id() -> str:
+    return get_random_string(32)
+
+
+class TaskRecordQuerySet(models.QuerySet):
+    def ready(self) -> TaskRecordQuerySet:
+        return self.filter(status=Status.READY)
+
+    def running(self) -> TaskRecordQuerySet:
+        return self.filter(status=Status.RUNNING)
+
+    def failed(self) -> TaskRecordQuerySet:
+        return self.filter(status=Status.FAILED)
+
+    def successful(self) -> TaskRecordQuerySet:
+        return self.filter(status=Status.SUCCESSFUL)
+
+    def due(self, now: datetime) -> TaskRecordQuerySet:
+        """READY records whose run_after has come."""
+        return self.ready().filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+
+    def unsent_or_lost(self, now: datetime, grace: timedelta) -> TaskRecordQuerySet:
+        """Due READY records never sent, or sent longer ago than ``grace``."""
+        return self.due(now).filter(
+            Q(sent_at__isnull=True) | Q(sent_at__lt=now - grace)
+        )
+
+    def stale(self, now: datetime, grace: timedelta) -> TaskRecordQuerySet:
+        """RUNNING records whose worker stopped heart-beating."""
+        return self.running().filter(heartbeat_at__lt=now - grace)
+
+    def for_owner(self, user) -> TaskRecordQuerySet:
+        return self.filter(owner=user)
+
+
+class TaskRecord(models.Model):
+    """One enqueued task: its call, its state, and every attempt's outcome."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_task_id)
+    task_path = models.CharField(max_length=255, db_index=True)
+    backend = models.CharField(max_length=64)
+    queue_name = models.CharField(max_length=64)
+    priority = models.SmallIntegerField(default=0)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.READY
+    )
+    return_value = models.JSONField(null=True, blank=True)
+    # One {"exception_class_path", "traceback"} per failed attempt.
+    errors = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    worker_ids = models.JSONField(default=list, blank=True)
+
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    run_after = models.DateTimeField(null=True, blank=True)
+    # When the last wake-up message was sent; null: not (successfully) sent.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="task_records",
+    )
+
+    objects = TaskRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-enqueued_at"]
+        indexes = [
+            # The reconciler's sweeps.
+            models.Index(fields=["status", "sent_at"], name="task_status_sent"),
+            models.Index(fields=["status", "heartbeat_at"], name="task_status_beat"),
+            models.Index(fields=["status", "run_after"], name="task_status_due"),
+            # The admin's and tasks_status' per-queue counts.
+            models.Index(fields=["queue_name", "status"], name="task_queue_status"),
+            models.Index(fields=["owner", "-enqueued_at"], name="task_owner_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} [{self.status}] {self.id}"
+
+    @property
+    def task_name(self) -> str:
+        return self.task_path.rsplit(".", 1)[-1]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def last_error(self) -> str:
+        """The last line of the last traceback: the reason, for people."""
+        if not self.errors:
+            return ""
+        lines = self.errors[-1]["traceback"].strip().splitlines()
+        return lines[-1] if lines else self.errors[-1]["exception_class_path"]
+
+    def get_task(self):
+        """The Task object this record calls, as configured at enqueue time."""
+        task = import_string(self.task_path)
+        return task.using(queue_name=self.queue_name, backend=self.backend)
+
+    def to_task_result(self) -> TaskResult:
+        result = TaskResult(
+            task=self.get_task(),
+            id=self.id,
+            status=Status(self.status),
+            enqueued_at=self.enqueued_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            last_attempted_at=self.last_attempted_at,
+            args=self.args,
+            kwargs=self.kwargs,
+            backend=self.backend,
+            errors=[TaskError(**error) for error in self.errors],
+            worker_ids=list(self.worker_ids),
+        )
+        object.__setattr__(result, "_return_value", self.return_value)
+        return result
+
+    # --- Transitions: each is one conditional UPDATE, safe across processes.
+
+    @classmethod
+    def claim(cls, record_id: str, worker_id: str) -> TaskRecord | None:
+        """READY -> RUNNING for one worker; None when someone else has it (or
+        it is finished, cancelled or not yet due)."""
+        now = timezone.now()
+        with transaction.atomic():
+            claimed = (
+                cls.objects.due(now)
+                .filter(pk=record_id)
+                .update(
+                    status=Status.RUNNING,
+                    attempts=F("attempts") + 1,
+                    last_attempted_at=now,
+                    heartbeat_at=now,
+                    progress=0.0,
+                    progress_message="",
+                )
+            )
+            if not claimed:
+                return None
+            record = cls.objects.get(pk=record_id)
+            record.worker_ids = [*record.worker_ids, worker_id]
+            fields = ["worker_ids"]
+            if record.started_at is None:
+                record.started_at = now
+                fields.append("started_at")
+            record.save(update_fields=fields)
+        return record
+
+    def heartbeat(self) -> bool:
+        """Refresh the heartbeat; False when the record is no longer ours."""
+        return bool(
+            TaskRecord.objects.filter(pk=self.pk, status=Status.RUNNING)
+            .filter(attempts=self.attempts)
+            .update(heartbeat_at=timezone.now())
+        )
+
+    def set_successful(self, return_value) -> None:
+        self.status = Status.SUCCESSFUL
+        self.return_value = return_value
+        self.finished_at = timezone.now()
+        self.progress = 1.0
+        self._save_if_current("status", "return_value", "finished_at", "progress")
+
+    def set_failed(self, error: dict, *, retry_at: datetime | None = None) -> None:
+        """Record a failed attempt: back to READY at ``retry_at``, else FAILED."""
+        self.errors = [*self.errors, error]
+        if retry_at is not None:
+            self.status = Status.READY
+            self.run_after = retry_at
+            self.sent_at = None
+        else:
+            self.status = Status.FAILED
+            self.finished_at = timezone.now()
+        self._save_if_current("status", "errors", "run_after", "sent_at", "finished_at")
+
+    def set_progress(self, fraction: float, message: str) -> None:
+        self.progress = min(max(float(fraction), 0.0), 1.0)
+        self.progress_message = message[:200]
+        self._save_if_current("progress", "progress_message", "heartbeat_at")
+
+    def _save_if_current(self, *fields: str) -> bool:
+        """Save only if this attempt still owns the record (the reconciler may
+        have given it to another worker after a stale heartbeat)."""
+        if "heartbeat_at" in fields:
+            self.heartbeat_at = timezone.now()
+        values = {name: getattr(self, name) for name in fields}
+        return bool(
+            TaskRecord.objects.filter(
+                pk=self.pk, status=Status.RUNNING, attempts=self.attempts
+            ).update(**values)
+        )

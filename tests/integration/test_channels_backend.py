@@ -1,0 +1,136 @@
+"""ChannelsBackend end to end: in-process enqueue, real runworker processes."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.tasks import TaskResultStatus
+from django.utils import timezone
+
+from tasks.models import TaskRecord
+from tests import tasks
+from tests.support import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FINISHED = (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+
+
+def wait_finished(result, timeout: float = 30.0):
+    def finished():
+        result.refresh()
+        return result.status in FINISHED
+
+    wait_for(finished, timeout=timeout, message=f"task {result.id} to finish")
+    return result
+
+
+def test_enqueue_runs_on_the_worker_and_returns_its_value(worker):
+    # Given a worker on the default queue
+    worker("default")
+    # When a task is enqueued from this (the web's) process
+    result = tasks.add.enqueue(2, 3)
+    # Then the record is READY at once and SUCCESSFUL with the return value
+    assert result.status == TaskResultStatus.READY
+    wait_finished(result)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 5
+    assert len(result.worker_ids) == 1
+    assert tasks.add.get_result(result.id).return_value == 5
+
+
+def test_message_on_the_channel_is_small(redis_server):
+    # Given no worker, a task enqueued with large arguments
+    result = tasks.record_run.enqueue("x" * 10_000, "big")
+    # Then the channel holds only the wake-up message
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    message = async_to_sync(get_channel_layer().receive)("default")
+    assert message == {"type": "task.run", "id": result.id}
+
+
+def test_exception_marks_failed_with_traceback_and_the_worker_goes_on(worker):
+    process = worker("default")
+    failed = tasks.explode.enqueue("boom")
+    after = tasks.add.enqueue(1, 1)
+    wait_finished(failed)
+    wait_finished(after)
+    assert failed.status == TaskResultStatus.FAILED
+    assert failed.errors[-1].exception_class_path == "builtins.ValueError"
+    assert "ValueError: boom" in failed.errors[-1].traceback
+    assert after.status == TaskResultStatus.SUCCESSFUL
+    assert process.alive()
+
+
+def test_unserializable_return_value_fails_clearly(worker):
+    worker("default")
+    result = wait_finished(tasks.bad_return.enqueue())
+    assert result.status == TaskResultStatus.FAILED
+    assert "cannot be stored as JSON" in result.errors[-1].traceback
+
+
+def test_coroutine_task_runs_on_the_worker_loop(worker):
+    worker("default")
+    result = wait_finished(tasks.async_add.enqueue(20, 22))
+    assert result.return_value == 42
+
+
+def test_progress_is_stored(worker):
+    worker("default")
+    result = wait_finished(tasks.with_progress.enqueue(4))
+    record = TaskRecord.objects.get(pk=result.id)
+    assert record.progress == 1.0
+    assert record.progress_message == "step 4 of 4"
+
+
+def test_rolled_back_transaction_sends_nothing(worker, tmp_path):
+    # Given a worker, and an enqueue inside a transaction that rolls back
+    worker("default")
+    marker = str(tmp_path / "runs")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.record_run.enqueue(marker, "rolled-back")
+        raise RuntimeError("roll back")
+    # When a later task has run (the queue is FIFO)
+    wait_finished(tasks.record_run.enqueue(marker, "committed"))
+    # Then only the committed one ran, and no record of the other exists
+    assert [line.split()[0] for line in tasks.runs(marker)] == ["committed"]
+    assert TaskRecord.objects.count() == 1
+
+
+def test_run_after_is_honoured(worker, reconciler, tmp_path):
+    worker("default")
+    reconciler()
+    due = timezone.now() + timedelta(seconds=2)
+    result = tasks.add.using(run_after=due).enqueue(1, 2)
+    wait_finished(result)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.started_at >= due
+
+
+def test_duplicate_message_runs_once(worker, tmp_path):
+    # Given a task whose wake-up message is delivered three times
+    marker = str(tmp_path / "runs")
+    worker("default", concurrency=2)
+    worker("default", name="runworker-2")
+    result = tasks.slow_record_run.enqueue(marker, "once", 0.5)
+    record = TaskRecord.objects.get(pk=result.id)
+    from django.tasks import task_backends
+
+    from tasks.backends import ChannelsBackend
+
+    backend: ChannelsBackend = task_backends["default"]
+    backend.deliver(record)
+    backend.deliver(record)
+    wait_finished(result)
+    # Then it ran exactly once
+    assert wait_finished(tasks.add.enqueue(0, 0)).status == TaskResultStatus.SUCCESSFUL
+    assert len(tasks.runs(marker)) == 1
+    assert result.worker_ids and len(result.worker_ids) == 1
+
+
+def test_unknown_queue_is_rejected_at_definition():
+    from django.tasks.exceptions import InvalidTask
+
+    with pytest.raises(InvalidTask, match="Queue 'nope' is not valid"):
+        tasks.add.using(queue_name="nope")

@@ -1,0 +1,107 @@
+"""Task functions used by the suite (one module, importable by worker processes).
+
+Side effects are counted in files, so a test can see how often a task really
+ran in another process."""
+
+import os
+import time
+from pathlib import Path
+
+from django.tasks import task
+
+from tasks.progress import report_progress
+
+
+def _mark(path: str, line: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+
+
+def runs(path: str) -> list[str]:
+    """Lines written by tasks to ``path`` (one per run)."""
+    file = Path(path)
+    return file.read_text().splitlines() if file.exists() else []
+
+
+@task(queue_name="default")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task(queue_name="default")
+def noop() -> None:
+    return None
+
+
+@task(queue_name="default")
+def record_run(path: str, key: str) -> str:
+    _mark(path, f"{key} {os.getpid()}")
+    return key
+
+
+@task(queue_name="default")
+def slow_record_run(path: str, key: str, seconds: float, started: str = "") -> str:
+    """Marks ``started``, sleeps ``seconds`` (the window to kill the worker), marks ``path``."""
+    if started:
+        _mark(started, f"{key} {os.getpid()}")
+    time.sleep(seconds)
+    _mark(path, f"{key} {os.getpid()}")
+    return key
+
+
+@task(queue_name="default")
+def explode(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(queue_name="default")
+async def async_add(a: int, b: int) -> int:
+    return a + b
+
+
+@task(queue_name="default")
+def with_progress(steps: int) -> int:
+    for step in range(1, steps + 1):
+        report_progress(step / steps, f"step {step} of {steps}")
+    return steps
+
+
+@task(queue_name="default")
+def bad_return() -> object:
+    return object()
+
+
+@task(backend="guaranteed", queue_name="default")
+def g_add(a: int, b: int) -> int:
+    return a + b
+
+
+@task(backend="guaranteed", queue_name="default")
+def g_explode(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(
+    backend="guaranteed",
+    queue_name="default",
+    max_attempts=3,
+    retry_on=(ConnectionError,),
+    backoff_base=0.2,
+    backoff_cap=1.0,
+)
+def g_flaky(path: str, fail_times: int) -> int:
+    """Fails with ConnectionError the first ``fail_times`` runs, then succeeds."""
+    _mark(path, str(time.time()))
+    attempt = len(runs(path))
+    if attempt <= fail_times:
+        raise ConnectionError(f"flaky failure {attempt}")
+    return attempt
+
+
+@task(backend="guaranteed", queue_name="default")
+def g_slow_record_run(path: str, key: str, seconds: float, started: str = "") -> str:
+    if started:
+        _mark(started, f"{key} {os.getpid()}")
+    time.sleep(seconds)
+    _mark(path, f"{key} {os.getpid()}")
+    return key
