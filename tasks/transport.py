@@ -57,13 +57,8 @@ async def _send(channel: str, message: dict) -> None:
 
 
 def _run(coroutine: Coroutine) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        coroutine.close()
-        raise RuntimeError("Use the async API (asend) from inside an event loop.")
+    """Run on the layer thread's loop and wait (never this thread's own loop,
+    so waiting cannot deadlock)."""
     future = asyncio.run_coroutine_threadsafe(coroutine, _LoopThread.get())
     try:
         return future.result(SEND_TIMEOUT)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 
 from project.redis_server import RedisServer, free_port
@@ -28,6 +29,15 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     _use_redis(server.url)
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis(request):
+    """Each test that uses this session's Redis starts with it empty (no
+    messages left over from the previous test)."""
+    if "redis_server" in request.fixturenames:
+        server = request.getfixturevalue("redis_server")
+        redis.Redis.from_url(server.url).flushall()
 
 
 def _use_redis(url: str) -> None:
@@ -180,6 +190,10 @@ def browser():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it with apt-get.")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop running in this thread, which
+    # Django's async-safety check mistakes for async code (Django's docs
+    # suggest this flag for exactly this case).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,

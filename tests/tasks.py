@@ -41,7 +41,7 @@ def record_run(path: str, key: str) -> str:
 
 @task(queue_name="default")
 def slow_record_run(path: str, key: str, seconds: float, started: str = "") -> str:
-    """Marks ``started``, sleeps ``seconds`` (the window to kill the worker), marks ``path``."""
+    """Mark ``started``, sleep (the window to kill a worker in), mark ``path``."""
     if started:
         _mark(started, f"{key} {os.getpid()}")
     time.sleep(seconds)
