@@ -197,6 +197,39 @@ TASKS_RECONCILE_INTERVAL_SECONDS = env.get_float(
     "TASKS_RECONCILE_INTERVAL_SECONDS", 5.0
 )
 
+# --- Thumbnails -------------------------------------------------------------
+# Each spec: a name, the long edge in pixels, and the formats to write it in.
+THUMBNAIL_SPECS = [
+    {"name": "small", "size": 160, "formats": ["JPEG", "WEBP"]},
+    {"name": "medium", "size": 640, "formats": ["JPEG", "WEBP"]},
+    {"name": "large", "size": 1600, "formats": ["JPEG", "WEBP"]},
+]
+THUMBNAIL_QUALITY = 85
+# Formats uploads may have; never opened with any other Pillow plugin.
+THUMBNAIL_ALLOWED_FORMATS = env.get_list(
+    "THUMBNAIL_ALLOWED_FORMATS", ["JPEG", "PNG", "GIF", "WEBP"]
+)
+THUMBNAIL_MAX_PIXELS = env.get_int("THUMBNAIL_MAX_PIXELS", 50_000_000)
+THUMBNAIL_MAX_UPLOAD_BYTES = env.get_int("THUMBNAIL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+# Key for the HMAC-SHA256 signature of webhook calls.
+THUMBNAIL_WEBHOOK_SECRET = env.get_str("THUMBNAIL_WEBHOOK_SECRET", SECRET_KEY)
+THUMBNAIL_WEBHOOK_TIMEOUT = env.get_float("THUMBNAIL_WEBHOOK_TIMEOUT", 10.0)
+
+# Any Django storage works (e.g. storages.backends.s3.S3Storage with
+# django-storages installed and its AWS_* variables set).
+STORAGES = {
+    "default": {
+        "BACKEND": env.get_str(
+            "DJANGO_DEFAULT_STORAGE", "django.core.files.storage.FileSystemStorage"
+        )
+    },
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
+    },
+}
+# Files above this are spooled to disk while uploading, not held in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
 # --- REST framework ---------------------------------------------------------
 
 REST_FRAMEWORK = {
@@ -208,6 +241,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {
+        "uploads": env.get_str("THUMBNAIL_UPLOAD_RATE", "120/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Thumbnails API",

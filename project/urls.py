@@ -9,4 +9,6 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("thumbnails.api_urls")),
+    path("", include("thumbnails.urls")),
 ]

@@ -1,0 +1,121 @@
+"""What views, the API, the admin and commands do to images.
+
+Accepting an upload validates through the pipeline's allowlist, stores the
+original under a generated name, creates the Image and enqueues its
+thumbnails. It is the one way in for the upload page, the API and the admin,
+so every way validates alike (never through Django's stock ImageField check,
+which opens files with every Pillow format, EPS included)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.tasks import TaskResultStatus
+from django.tasks.exceptions import TaskResultDoesNotExist
+
+from tasks.context import enqueued_by
+from thumbnails import conf, pipeline
+from thumbnails.models import Image
+
+logger = logging.getLogger(__name__)
+
+
+def accept_upload(upload: UploadedFile, owner, *, webhook_url: str = "") -> Image:
+    """Store ``upload`` for ``owner`` and queue its thumbnails.
+
+    Raises pipeline.ImageRejected (nothing stored) when the file is refused.
+    """
+    limits = conf.limits()
+    if upload.size is not None and upload.size > limits["max_bytes"]:
+        raise pipeline.FileTooLarge(
+            f"The file is {upload.size / 1_048_576:.1f} MB; the limit is "
+            f"{limits['max_bytes'] / 1_048_576:.0f} MB."
+        )
+    upload.seek(0)
+    info = pipeline.inspect(upload, **limits)
+    digest = _sha256(upload)
+    image = Image(
+        owner=owner,
+        original_name=(upload.name or "")[:255],
+        sha256=digest,
+        format=info.format,
+        width=info.width,
+        height=info.height,
+        byte_size=upload.size,
+        webhook_url=webhook_url,
+    )
+    upload.seek(0)
+    image.original.save("original", upload, save=False)  # name from original_path
+    try:
+        with transaction.atomic():
+            image.save()
+            enqueue_thumbnails(image)
+    except BaseException:
+        image.original.delete(save=False)  # no orphan file when the row fails
+        raise
+    logger.info(
+        "Image %s accepted (%s %dx%d)", image.pk, info.format, info.width, info.height
+    )
+    return image
+
+
+def enqueue_thumbnails(image: Image, specs: list[str] | None = None) -> str:
+    """Queue make_thumbnails for ``image`` (on commit); returns the task id."""
+    from thumbnails.tasks import make_thumbnails
+
+    with enqueued_by(image.owner):
+        result = make_thumbnails.enqueue(image.pk, specs)
+    Image.objects.filter(pk=image.pk).update(
+        task_id=result.id, status=Image.Status.PENDING, error=""
+    )
+    image.task_id, image.status, image.error = result.id, Image.Status.PENDING, ""
+    return result.id
+
+
+def delete_image(image: Image) -> None:
+    """Delete the rows now; a guaranteed job removes the files, retried until
+    storage succeeds. Thumbnail files shared with another image (same bytes)
+    are kept while that image exists."""
+    from thumbnails.tasks import delete_files
+
+    with transaction.atomic():
+        paths = [image.original.name]
+        shared = Image.objects.filter(sha256=image.sha256).exclude(pk=image.pk).exists()
+        if not shared:
+            paths += list(image.thumbnails.values_list("file", flat=True))
+        image.delete()
+        transaction.on_commit(lambda: delete_files.enqueue(paths))
+    logger.info("Image %s deleted; %d file(s) queued for removal", image.pk, len(paths))
+
+
+def sync_status(image: Image) -> Image:
+    """Let the image's status follow its task when the task ended without the
+    task body saying so (e.g. FAILED by the reconciler after lost workers)."""
+    from thumbnails.tasks import make_thumbnails
+
+    if image.is_final or not image.task_id:
+        return image
+    try:
+        result = make_thumbnails.get_result(image.task_id)
+    except TaskResultDoesNotExist:
+        return image
+    if result.status == TaskResultStatus.FAILED:
+        reason = (
+            result.errors[-1].traceback.strip().splitlines()[-1]
+            if result.errors
+            else ""
+        )
+        image.status, image.error = Image.Status.FAILED, reason or "The job failed."
+        Image.objects.filter(pk=image.pk).update(status=image.status, error=image.error)
+    return image
+
+
+def _sha256(upload: UploadedFile) -> str:
+    upload.seek(0)
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    return digest.hexdigest()
