@@ -50,6 +50,16 @@ def _use_redis(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """A test database file of this session's own (worker subprocesses open it
+    by path), so parallel sessions in one checkout never share one."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        test_db = tmp_path_factory.mktemp("db") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(test_db)
+
+
+@pytest.fixture(scope="session")
 def media_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("media")
     settings.MEDIA_ROOT = root
@@ -156,13 +166,13 @@ def worker(start_process) -> Callable[..., ManagedProcess]:
 def celery_worker(start_process) -> Callable[..., ManagedProcess]:
     """Factory: a Celery worker process (prefork, as in production), ready when up."""
 
-    def start(concurrency: int = 1, name: str = "celery"):
+    def start(concurrency: int = 1, name: str = "celery", **env):
         argv = [
             str(VENV_BIN / "celery"), "-A", "project", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
             "--without-heartbeat", "-Q", "default",
         ]  # fmt: skip
-        process = start_process(name, argv)
+        process = start_process(name, argv, **env)
         wait_for(
             lambda: " ready." in process.output() or not process.alive(),
             timeout=60,

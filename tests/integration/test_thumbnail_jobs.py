@@ -115,3 +115,150 @@ def test_delete_removes_files_through_celery(worker, celery_worker, user, media_
     )
     assert not Image.objects.exists()
     assert not Thumbnail.objects.exists()
+
+
+def test_delete_retries_until_storage_succeeds(
+    worker, celery_worker, user, media_root, tmp_path
+):
+    # Given a storage whose deletes fail twice before working (in the Celery worker)
+    state = tmp_path / "flaky-state"
+    worker("thumbnailer")
+    celery_worker(
+        DJANGO_DEFAULT_STORAGE="tests.storage.FlakyStorage",
+        FLAKY_STORAGE_STATE=state,
+        FLAKY_STORAGE_FAILURES=2,
+    )
+    image = wait_image(
+        services.accept_upload(upload("a.jpg", jpeg_bytes((300, 200))), user)
+    )
+    paths = [image.original.name, *image.thumbnails.values_list("file", flat=True)]
+    # When the image is deleted
+    services.delete_image(image)
+    # Then the cleanup job fails twice, retries, and leaves no orphan file
+    wait_for(
+        lambda: not any((media_root / p).exists() for p in paths),
+        timeout=60,
+        message="the files to be removed after two storage failures",
+    )
+    assert state.read_text() == "2"
+    record = TaskRecord.objects.get(task_path="thumbnails.tasks.delete_files")
+    wait_for(lambda: TaskRecord.objects.get(pk=record.pk).status == "SUCCESSFUL")
+    record.refresh_from_db()
+    assert record.attempts == 3
+    assert len(record.errors) == 2
+    assert "simulated failure 1" in record.errors[0]["traceback"]
+
+
+def test_webhook_is_signed_and_retried(worker, celery_worker, user):
+    import hashlib
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from django.conf import settings
+
+    calls = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append((self.headers["X-Thumbnails-Signature"], body))
+            self.send_response(500 if len(calls) <= 2 else 200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    # Given a receiver that fails the first two calls
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        worker("thumbnailer")
+        celery_worker()
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        # When an image with a webhook becomes ready
+        image = services.accept_upload(
+            upload("a.jpg", jpeg_bytes()), user, webhook_url=url
+        )
+        # Then the receiver gets a third, successful call, each one signed
+        wait_for(lambda: len(calls) >= 3, timeout=60, message="three webhook calls")
+    finally:
+        server.shutdown()
+    for signature, body in calls:
+        key = settings.THUMBNAIL_WEBHOOK_SECRET.encode()
+        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(signature, expected)
+    import json
+
+    payload = json.loads(calls[-1][1])
+    assert payload["event"] == "image.ready"
+    assert payload["image"] == image.pk
+    assert len(payload["thumbnails"]) == 6
+
+
+def test_admin_action_generates_thumbnails(worker, user, admin_client):
+    # Given an image whose thumbnails were lost
+    worker("thumbnailer")
+    image = wait_image(services.accept_upload(upload("a.jpg", jpeg_bytes()), user))
+    Thumbnail.objects.all().delete()
+    # When staff run "Generate thumbnails" on it in the admin
+    from django.urls import reverse
+
+    response = admin_client.post(
+        reverse("admin:thumbnails_image_changelist"),
+        {"action": "generate_thumbnails", "_selected_action": [image.pk]},
+        follow=True,
+    )
+    # Then the admin says one was queued, and the worker remakes them
+    assert "Thumbnails of 1 image were queued." in response.content.decode()
+    wait_for(lambda: Thumbnail.objects.filter(image=image).count() == 6, timeout=60)
+    changelist = admin_client.get(reverse("admin:thumbnails_image_changelist"))
+    assert b"<img src=" in changelist.content
+
+
+def test_regenerate_command(user, media_root):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    image = services.accept_upload(upload("a.jpg", jpeg_bytes()), user)
+    out, err = StringIO(), StringIO()
+    call_command(
+        "regenerate_thumbnails",
+        str(image.pk),
+        "--spec",
+        "small",
+        stdout=out,
+        stderr=err,
+    )
+    assert "Regenerated 1 of 1 image(s)." in out.getvalue()
+    assert "100%" in err.getvalue()  # the progress bar
+    assert set(image.thumbnails.values_list("spec", flat=True)) == {"small"}
+    with pytest.raises(CommandError, match="Unknown spec huge"):
+        call_command("regenerate_thumbnails", "--all", "--spec", "huge")
+    with pytest.raises(CommandError, match="No image with id 999"):
+        call_command("regenerate_thumbnails", "999")
+
+
+def _manifest():
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:] if line]
+    return [(row[0], row[3]) for row in rows if len(row) > 3]
+
+
+@pytest.mark.parametrize(("name", "expected"), _manifest())
+def test_corpus_upload_is_accepted_or_refused_clearly(name, expected, user, media_root):
+    data = (CORPUS / name).read_bytes()
+    if expected == "thumbnail OK":
+        image = services.accept_upload(upload(name, data), user)
+        assert image.width > 0
+        assert image.status == Image.Status.PENDING
+    else:
+        with pytest.raises(pipeline.ImageRejected) as refused:
+            services.accept_upload(upload(name, data), user)
+        message = str(refused.value)
+        assert message.endswith(".") and len(message) > 15
+        assert "Traceback" not in message
+        assert Image.objects.count() == 0
