@@ -73,10 +73,11 @@ class ImageAdmin(admin.ModelAdmin):
         if small is None:
             return "-"
         return format_html(
-            '<img src="{}" width="{}" height="{}" alt="" style="max-height:80px;width:auto">',
+            '<img src="{}" width="{}" height="{}" alt="" style="{}">',
             small.file.url,
             small.width,
             small.height,
+            "max-height:80px;width:auto",
         )
 
     @admin.display(description="Size")
