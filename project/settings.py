@@ -117,7 +117,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-MEDIA_URL = "media/"
+MEDIA_URL = "/media/"  # served by thumbnails.media to owners only
 MEDIA_ROOT = Path(env.get_str("DJANGO_MEDIA_ROOT", str(VAR_DIR / "media")))
 
 # --- Redis, channel layer, Celery -------------------------------------------

@@ -4,11 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from project import views
+from thumbnails import media
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("thumbnails.api_urls")),
+    path("media/<path:path>", media.serve, name="media"),
     path("", include("thumbnails.urls")),
 ]
