@@ -48,3 +48,27 @@ def test_other_paths_get_no_echo(page, web_server, path):
     seen = page.evaluate(PROBE, path)
     assert seen["opened"] is False
     assert seen["messages"] == []
+
+
+def test_frame_over_daphnes_limit_closes_the_socket(page, web_server):
+    # Daphne runs with a 64 KiB websocket message limit (Procfile)
+    page.goto(web_server + "/")
+    seen = page.evaluate(
+        """async () => {
+            const ws = new WebSocket("ws://" + window.location.host + "/chat/");
+            await new Promise((resolve) => { ws.onopen = resolve; });
+            const closed = new Promise((resolve) => {
+                ws.onclose = (e) => resolve(e.code);
+            });
+            ws.send("x".repeat(70 * 1024));
+            return await closed;
+        }"""
+    )
+    # autobahn drops the connection (the browser reports 1006) or closes with
+    # 1009 "message too big"; either way the message never reaches the app
+    assert seen in (1006, 1009)
+    # and the server goes on serving
+    with page.expect_event("dialog", timeout=15_000) as dialog_info:
+        page.add_script_tag(content=SNIPPET)
+    assert dialog_info.value.message == "You said: hello world"
+    dialog_info.value.accept()

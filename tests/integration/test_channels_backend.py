@@ -134,3 +134,13 @@ def test_unknown_queue_is_rejected_at_definition():
 
     with pytest.raises(InvalidTask, match="Queue 'nope' is not valid"):
         tasks.add.using(queue_name="nope")
+
+
+async def test_aenqueue_from_async_code(worker):
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(worker)("default")
+    result = await tasks.add.aenqueue(4, 5)
+    assert result.status == TaskResultStatus.READY
+    await sync_to_async(wait_finished)(result)
+    assert result.return_value == 9
