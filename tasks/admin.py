@@ -34,19 +34,17 @@ class TaskRecordAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed tasks", permissions=["change"])
     def retry_selected(self, request, queryset):
         count = operations.retry(queryset)
-        self.message_user(
-            request,
-            ngettext("%d task was queued again.", "%d tasks were queued again.", count)
-            % count,
-            messages.SUCCESS if count else messages.WARNING,
+        message = ngettext(
+            "%d task was queued again.", "%d tasks were queued again.", count
         )
+        self._report(request, message % count, count)
 
     @admin.action(description="Cancel selected pending tasks", permissions=["change"])
     def cancel_selected(self, request, queryset):
         count = operations.cancel(queryset)
-        self.message_user(
-            request,
-            ngettext("%d task was cancelled.", "%d tasks were cancelled.", count)
-            % count,
-            messages.SUCCESS if count else messages.WARNING,
-        )
+        message = ngettext("%d task was cancelled.", "%d tasks were cancelled.", count)
+        self._report(request, message % count, count)
+
+    def _report(self, request, message: str, count: int) -> None:
+        level = messages.SUCCESS if count else messages.WARNING
+        self.message_user(request, message, level)
