@@ -1,7 +1,16 @@
 """Websocket consumers."""
 
-from channels.generic.websocket import AsyncWebsocketConsumer
+import json
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import (
+    AsyncJsonWebsocketConsumer,
+    AsyncWebsocketConsumer,
+)
 from django.conf import settings
+
+from tasks.events import owner_group, task_group
+from tasks.models import TaskRecord
 
 # Close codes from RFC 6455.
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -29,6 +38,60 @@ class EchoConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_MESSAGE_TOO_BIG)
         else:
             await self.send(f"You said: {text_data}")
+
+
+class JobEventsConsumer(AsyncJsonWebsocketConsumer):
+    """Live job events at /ws/jobs/ for the signed-in user.
+
+    Forwards every ``task.update`` of the user's own tasks. A client may also
+    send ``{"watch": "<task id>"}`` to follow one task it owns.
+    """
+
+    async def connect(self):
+        self.joined = []
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()  # before accept: the handshake is refused (403)
+            return
+        await self.join(owner_group(user.pk))
+        await self.accept()
+
+    async def disconnect(self, code):
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data or "")
+        except ValueError:
+            content = None
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs):
+        task_id = content.get("watch") if isinstance(content, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            await self.send_error('Send {"watch": "<task id>"} as JSON text.')
+        elif not await owns_task(self.scope["user"], task_id):
+            await self.send_error(f"No task of yours has the id {task_id[:64]!r}.")
+        else:
+            await self.join(task_group(task_id))
+            await self.send_json({"type": "watching", "id": task_id})
+
+    async def task_update(self, event):
+        await self.send_json(event)
+
+    async def join(self, group):
+        if group not in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.append(group)
+
+    async def send_error(self, message):
+        await self.send_json({"type": "error", "error": message})
+
+
+@database_sync_to_async
+def owns_task(user, task_id):
+    return TaskRecord.objects.for_owner(user).filter(pk=task_id).exists()
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -10,4 +10,5 @@ urlpatterns = [
     path("images/", views.image_list, name="list"),
     path("images/upload/", views.upload, name="upload"),
     path("images/<int:pk>/", views.image_detail, name="detail"),
+    path("images/<int:pk>/card/", views.image_card, name="card"),
 ]

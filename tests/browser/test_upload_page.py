@@ -1,0 +1,140 @@
+"""Uploading in a real browser: Daphne, a real thumbnailer worker, Chromium."""
+
+import json
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image as PILImage
+from playwright.sync_api import expect
+
+from thumbnails import services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "pw-for-the-browser-42"
+JOB_TIMEOUT_MS = 60_000
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+THUMBNAIL = re.compile(r"/media/thumbnails/\w\w/\w+/small\.jpg$")
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("uploader", password=PASSWORD)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A 2000x1500 JPEG with a colour gradient."""
+    width, height = 2000, 1500
+    red = PILImage.linear_gradient("L").resize((width, height))
+    green = red.transpose(PILImage.Transpose.ROTATE_90).resize((width, height))
+    blue = PILImage.new("L", (width, height), 160)
+    path = tmp_path / "gradient.jpg"
+    PILImage.merge("RGB", (red, green, blue)).save(path, "JPEG", quality=90)
+    return path
+
+
+def sign_in(page, web_server, next_path):
+    page.goto(f"{web_server}/accounts/login/?next={next_path}")
+    page.get_by_label("Username").fill("uploader")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(web_server + next_path)
+
+
+def job_events(page) -> list[dict]:
+    """Every JSON frame the page receives on /ws/jobs/, as it arrives."""
+    frames: list[dict] = []
+
+    def follow(socket):
+        if socket.url.endswith("/ws/jobs/"):
+            socket.on(
+                "framereceived", lambda payload: frames.append(json.loads(payload))
+            )
+
+    page.on("websocket", follow)
+    return frames
+
+
+def expect_thumbnail_shown(image):
+    expect(image).to_have_attribute("src", THUMBNAIL)
+    expect(image).to_have_js_property("complete", True)
+    assert image.evaluate("img => img.naturalWidth") > 0, "the thumbnail did not load"
+
+
+def test_upload_shows_progress_then_thumbnails(page, web_server, worker, user, photo):
+    # Given a thumbnailer worker, and the user on the upload page
+    worker("thumbnailer")
+    events = job_events(page)
+    sign_in(page, web_server, "/images/upload/")
+    # When a JPEG is chosen in the file input
+    page.set_input_files('input[type="file"]', photo)
+    # Then its card reaches "ready" live, with a thumbnail in place of the bar
+    card = page.locator("#upload-queue .card").first
+    expect(card.locator('[data-role="status"]')).to_have_text(
+        "ready", timeout=JOB_TIMEOUT_MS
+    )
+    expect(card.locator("progress")).to_have_count(0)
+    expect(card).to_contain_text("2000 \N{MULTIPLICATION SIGN} 1500 JPEG")
+    expect_thumbnail_shown(card.locator(".card-thumb img"))
+    # And the websocket carried the job's progress up to done
+    task_id = card.get_attribute("data-task-id")
+    mine = [event for event in events if event.get("id") == task_id]
+    assert mine[-1]["status"] == "SUCCESSFUL"
+    assert any(event["progress"] == 1.0 for event in mine), mine
+    page.screenshot(path="/tmp/upload-page.png", full_page=True)
+
+    # When the detail page is opened from the card
+    card.locator("a.card-name").click()
+    # Then it shows every size in WebP and JPEG srcsets
+    section = page.locator(".image-detail")
+    expect(section.locator('[data-role="status"]')).to_have_text("ready")
+    expect(section).to_contain_text("2000 \N{MULTIPLICATION SIGN} 1500 pixels")
+    webp = section.locator('picture source[type="image/webp"]')
+    jpeg = section.locator("picture img")
+    for sizes, suffix in ((webp, "webp"), (jpeg, "jpg")):
+        srcset = sizes.get_attribute("srcset")
+        for spec, width in (("small", 160), ("medium", 640), ("large", 1600)):
+            assert f"/{spec}.{suffix} {width}w" in srcset, srcset
+    expect(jpeg).to_have_js_property("complete", True)
+    assert jpeg.evaluate("img => img.currentSrc").endswith(".webp")
+
+
+def test_bad_file_shows_the_clear_error(page, web_server, user):
+    sign_in(page, web_server, "/images/upload/")
+    page.set_input_files(
+        'input[type="file"]',
+        files=[
+            {"name": "drawing.eps", "mimeType": "application/postscript", "buffer": EPS}
+        ],
+    )
+    card = page.locator("#upload-queue .card").first
+    expect(card.locator('[data-role="status"]')).to_have_text("refused")
+    expect(card.locator(".error")).to_have_text(
+        "Unsupported image format: EPS. Accepted formats: JPEG, PNG, GIF, WebP."
+    )
+    expect(card).to_contain_text("drawing.eps")
+
+
+@pytest.mark.parametrize("where", ["list", "detail"])
+def test_open_page_swaps_in_thumbnails_when_the_job_ends(
+    page, web_server, worker, user, photo, where
+):
+    # Given a pending image (no worker yet) shown on the list or detail page
+    upload = SimpleUploadedFile("waiting.jpg", photo.read_bytes())
+    image = services.accept_upload(upload, user)
+    path = "/images/" if where == "list" else f"/images/{image.pk}/"
+    sign_in(page, web_server, path)
+    live = page.locator(f"#image-{image.pk}")
+    expect(live.locator('[data-role="status"]')).to_have_text("pending")
+    expect(live.locator("img")).to_have_count(0)
+    # When a worker starts and makes the thumbnails
+    worker("thumbnailer")
+    # Then the page shows them without a reload
+    expect(live.locator('[data-role="status"]')).to_have_text(
+        "ready", timeout=JOB_TIMEOUT_MS
+    )
+    image_element = live.locator("picture img")
+    expect(image_element).to_have_js_property("complete", True)
+    assert image_element.evaluate("img => img.naturalWidth") > 0
