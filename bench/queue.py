@@ -1,0 +1,723 @@
+"""Benchmark the job system's transports against Celery, Dramatiq and stock Channels.
+
+    .venv/bin/python bench/queue.py [--quick] [--tasks N] [--latency-tasks N]
+
+Starts its own Redis (loopback, free port) and SQLite database in a temp
+directory, migrates it, then for each variant starts its worker process(es)
+with the same environment, and measures with no-op tasks:
+
+- tasks/s: N no-ops enqueued in one loop while the workers run, from the first
+  enqueue to the last completion (our records: the last ``finished_at``;
+  peers: a marked no-op sent last stores its finish time in Redis);
+- sync enq/s: the rate of that enqueue loop alone (sync code, as in a view);
+- p50/p99 ms: enqueue-to-start latency of tasks enqueued one at a time, each
+  once the previous one has started, so an idle worker picks each up
+  (records: ``started_at - enqueued_at``; peers: the task pushes
+  ``time.time() - sent`` to a Redis list).
+
+Variants: ChannelsBackend (1 and 2 ``runworker`` processes, and one process
+with 4 slots), CeleryBackend, plain Celery, Celery with a database result
+backend (SQLAlchemy on the same SQLite file), Dramatiq (1 process, 8 threads)
+and the stock Channels worker with a bare consumer on raw channels-redis.
+The no-op tasks are in bench/queue_peers.py.
+
+Prints one table and PASS/FAIL per target; always exits 0 (timings on shared
+machines are noisy). A variant that cannot run prints a row saying why. Every
+process it starts is stopped by its PID at the end. Not a test.
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# This file is named like the stdlib's queue module: keep bench/ off the path.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from bench import queue_peers  # noqa: E402
+from bench.queue_peers import DONE_KEY, LATENCY_KEY, RAW_CHANNEL  # noqa: E402
+from project.redis_server import RedisServer, free_port  # noqa: E402
+
+logger = logging.getLogger("bench.queue")
+
+VENV_BIN = Path(sys.executable).parent
+PYTHON = str(VENV_BIN / "python")
+WARMUP_TASKS = 20
+# Targets for ChannelsBackend with one worker process (one slot), against
+# plain Celery with one worker process (concurrency 1).
+TARGET_VS_CELERY = 1.0
+TARGET_VS_CELERY_DB = 1.5
+
+PLAIN_CELERY = "plain Celery @shared_task"
+CELERY_DB = "Celery + db results"
+DRAMATIQ = "Dramatiq"
+OURS_1 = "ChannelsBackend 1 worker"
+
+
+# --- Processes ------------------------------------------------------------------
+
+
+class Process:
+    """A worker subprocess this bench started; stopped by its PID (and group)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        logger.info("Started %s (pid %s): %s", name, self.popen.pid, " ".join(argv))
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited: {self.output()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, wait, then SIGKILL its process group (once)."""
+        if self._log.closed:
+            return
+        pid = self.popen.pid
+        if self.alive():
+            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        if self.alive():
+            os.killpg(pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # stray pool children
+        self._log.close()
+
+
+# --- Results --------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    used: str
+    throughput: float | None = None
+    enqueue_rate: float | None = None
+    latencies: list[float] = field(default_factory=list)
+    error: str = ""
+
+    def p(self, q: float) -> float | None:
+        """Latency percentile ``q`` (0-100) in ms, nearest rank."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return ordered[rank - 1] * 1000
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, interval=0.02
+):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- Variants -------------------------------------------------------------------
+
+
+class Variant:
+    """One transport: its workers, how to enqueue, how to see tasks done."""
+
+    name = ""
+    used = ""
+
+    def __init__(self, bench: "Bench"):
+        self.bench = bench
+
+    def workers(self) -> list[tuple[list[str], str]]:
+        """(argv, text its log shows when ready) of each worker process."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self.bench.redis.delete(LATENCY_KEY, DONE_KEY)
+
+    def enqueue_many(self, n: int) -> float:
+        """Enqueue n no-ops then a marked one; return the loop's seconds for n."""
+        raise NotImplementedError
+
+    def wait_done(self, n: int, timeout: float) -> float:
+        """Wait for the n (+ mark) no-ops; return the last completion (epoch s)."""
+        value = wait_until(
+            lambda: self.bench.redis.get(DONE_KEY), timeout, f"{self.name} to finish"
+        )
+        return float(value)
+
+    def latency_run(self, n: int) -> list[float]:
+        """Enqueue n no-ops one at a time, each once the previous has started."""
+        for done in range(1, n + 1):
+            self.enqueue_timed(time.time())
+            wait_until(
+                lambda done=done: self.bench.redis.llen(LATENCY_KEY) >= done,
+                10,
+                f"{self.name} to start a task",
+                interval=0.0005,
+            )
+        return [float(v) for v in self.bench.redis.lrange(LATENCY_KEY, 0, -1)]
+
+    def enqueue_timed(self, sent: float) -> None:
+        raise NotImplementedError
+
+    def extra(self, row: Row, n: int) -> None:
+        """Further measurements of a variant, after the standard ones."""
+
+
+class OursChannels(Variant):
+    backend_task = "noop"
+    processes = 1
+    concurrency = 1
+
+    def __init__(self, bench, processes=1, concurrency=1):
+        super().__init__(bench)
+        self.processes = processes
+        self.concurrency = concurrency
+        slots = f", {concurrency} slots" if concurrency > 1 else ""
+        plural = "s" if processes > 1 else ""
+        self.name = f"ChannelsBackend {processes} worker{plural}{slots}"
+        self.used = (
+            f"{processes} x `manage.py runworker default --concurrency "
+            f"{concurrency}`; @task noop on backend `default`, enqueue()"
+        )
+
+    def workers(self):
+        argv = [PYTHON, "manage.py", "runworker", "default"]
+        argv += ["--concurrency", str(self.concurrency)]
+        return [(argv, "listening on")] * self.processes
+
+    @property
+    def task(self):
+        return getattr(queue_peers, self.backend_task)
+
+    def reset(self):
+        from tasks.models import TaskRecord
+
+        super().reset()
+        TaskRecord.objects.all().delete()
+
+    def enqueue_many(self, n):
+        task = self.task
+        start = time.perf_counter()
+        for _ in range(n):
+            task.enqueue()
+        return time.perf_counter() - start
+
+    def wait_done(self, n, timeout):
+        from django.db.models import Max
+
+        from tasks.models import FINISHED, TaskRecord
+
+        finished = TaskRecord.objects.filter(status__in=FINISHED)
+        wait_until(lambda: finished.count() >= n, timeout, f"{self.name} to finish")
+        failed = TaskRecord.objects.failed().count()
+        if failed:
+            raise RuntimeError(f"{failed} task(s) FAILED")
+        return finished.aggregate(last=Max("finished_at"))["last"].timestamp()
+
+    def latency_run(self, n):
+        from tasks.models import TaskRecord
+
+        task = self.task
+        for _ in range(n):
+            started = TaskRecord.objects.filter(
+                pk=task.enqueue().id, started_at__isnull=False
+            )
+            wait_until(
+                started.exists, 10, f"{self.name} to start a task", interval=0.0005
+            )
+        return [
+            (started - enqueued).total_seconds()
+            for enqueued, started in TaskRecord.objects.values_list(
+                "enqueued_at", "started_at"
+            )
+        ]
+
+
+class OursCelery(OursChannels):
+    backend_task = "guaranteed_noop"
+
+    def __init__(self, bench):
+        super().__init__(bench)
+        self.name = "CeleryBackend"
+        self.used = (
+            "`celery -A project worker -Q default --concurrency 1` (prefork); "
+            "@task noop on backend `guaranteed`, enqueue()"
+        )
+
+    def workers(self):
+        return [(celery_worker_argv("project", "default"), " ready.")]
+
+
+def celery_worker_argv(app: str, queue: str, *more: str) -> list[str]:
+    return [
+        str(VENV_BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO",
+        "--concurrency", "1", "--pool", "prefork", "--without-gossip",
+        "--without-mingle", "--without-heartbeat", "-Q", queue, *more,
+    ]  # fmt: skip
+
+
+class PlainCelery(Variant):
+    name = PLAIN_CELERY
+    used = (
+        "`celery -A project worker -Q default --concurrency 1 -I "
+        "bench.queue_peers` (prefork, project config: acks_late, prefetch 1); "
+        "@shared_task(ignore_result=True), .delay()"
+    )
+
+    def workers(self):
+        argv = celery_worker_argv("project", "default", "-I", "bench.queue_peers")
+        return [(argv, " ready.")]
+
+    def enqueue_many(self, n):
+        task = queue_peers.plain_noop
+        start = time.perf_counter()
+        for _ in range(n):
+            task.delay()
+        elapsed = time.perf_counter() - start
+        task.delay(mark=True)
+        return elapsed
+
+    def enqueue_timed(self, sent):
+        queue_peers.plain_noop.delay(sent=sent)
+
+
+class CeleryDb(Variant):
+    name = CELERY_DB
+    used = (
+        "bench-only Celery app (same config as the project's) with "
+        "result_backend db+sqlite (SQLAlchemy) on the bench SQLite file; "
+        "1 prefork worker, concurrency 1; task stores its SUCCESS row"
+    )
+
+    def workers(self):
+        app = "bench.queue_peers:db_celery_app"
+        return [(celery_worker_argv(app, queue_peers.DB_CELERY_QUEUE), " ready.")]
+
+    @property
+    def task(self):
+        return queue_peers.db_celery_app.tasks["bench.db_noop"]
+
+    def enqueue_many(self, n):
+        task = self.task
+        start = time.perf_counter()
+        for _ in range(n):
+            task.delay()
+        elapsed = time.perf_counter() - start
+        task.delay(mark=True)
+        return elapsed
+
+    def enqueue_timed(self, sent):
+        self.task.delay(sent=sent)
+
+
+class Dramatiq(Variant):
+    name = DRAMATIQ
+    used = (
+        "`dramatiq bench.queue_peers:dramatiq_broker --processes 1 --threads 8` "
+        "on the same Redis (default middleware); actor.send()"
+    )
+
+    def workers(self):
+        argv = [
+            str(VENV_BIN / "dramatiq"), "bench.queue_peers:dramatiq_broker",
+            "--processes", "1", "--threads", "8", "--queues", "bench",
+        ]  # fmt: skip
+        return [(argv, "Worker process is ready for action.")]
+
+    def enqueue_many(self, n):
+        actor = queue_peers.dramatiq_broker.bench_noop
+        start = time.perf_counter()
+        for _ in range(n):
+            actor.send()
+        elapsed = time.perf_counter() - start
+        actor.send(mark=True)
+        return elapsed
+
+    def enqueue_timed(self, sent):
+        queue_peers.dramatiq_broker.bench_noop.send(sent=sent)
+
+
+class StockChannels(Variant):
+    name = "stock runworker, bare consumer"
+    used = (
+        "channels.worker.Worker (the stock runworker's body) with a "
+        "ChannelNameRouter to a bare AsyncConsumer; tasks/s: layer.send from "
+        "one event loop; sync enq/s: tasks.transport.send (loop thread)"
+    )
+
+    def workers(self):
+        argv = [
+            PYTHON, "-c",
+            "from bench.queue_peers import run_stock_worker; run_stock_worker()",
+        ]  # fmt: skip
+        return [(argv, "Stock Channels worker listening")]
+
+    def enqueue_many(self, n):
+        from channels.layers import get_channel_layer
+
+        async def send_all() -> float:
+            layer = get_channel_layer()
+            message = {"type": "bench.noop"}
+            await layer.send(RAW_CHANNEL, message)  # open the pool first
+            start = time.perf_counter()
+            for _ in range(n - 1):
+                await layer.send(RAW_CHANNEL, message)
+            elapsed = time.perf_counter() - start
+            await layer.send(RAW_CHANNEL, {"type": "bench.noop", "mark": True})
+            return elapsed * n / (n - 1)
+
+        return asyncio.run(send_all())
+
+    def enqueue_timed(self, sent):
+        from tasks import transport
+
+        transport.send(RAW_CHANNEL, {"type": "bench.noop", "sent": sent})
+
+    def extra(self, row, n):
+        """The sync enqueue rate through our transport (loop thread), and,
+        for the record, through async_to_sync."""
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        from tasks import transport
+
+        message = {"type": "bench.noop"}
+        self.reset()
+        start = time.perf_counter()
+        for _ in range(n):
+            transport.send(RAW_CHANNEL, message)
+        row.enqueue_rate = n / (time.perf_counter() - start)
+        transport.send(RAW_CHANNEL, {"type": "bench.noop", "mark": True})
+        self.wait_done(n, 60)
+        self.reset()
+        count = min(n, 300)
+        send = async_to_sync(get_channel_layer().send)
+        start = time.perf_counter()
+        for _ in range(count):
+            send(RAW_CHANNEL, message)
+        self.bench.notes.append(
+            f"async_to_sync(channel_layer.send) from sync code: "
+            f"{count / (time.perf_counter() - start):,.0f}/s ({count} sends)"
+        )
+        send(RAW_CHANNEL, {"type": "bench.noop", "mark": True})
+        self.wait_done(count, 60)
+
+
+# --- The bench ------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args, tmp: Path, redis_url: str, env: dict):
+        import redis
+
+        self.args = args
+        self.tmp = tmp
+        self.env = env
+        self.redis = redis.Redis.from_url(redis_url)
+        self.processes: list[Process] = []
+        self.notes: list[str] = []
+
+    def run_variant(self, variant: Variant) -> Row:
+        row = Row(variant.name, variant.used)
+        n = self.args.tasks
+        started: list[Process] = []
+        try:
+            for index, (argv, _) in enumerate(variant.workers()):
+                name = f"{variant.name.split()[0].lower()}-{index}"
+                process = Process(name, argv, self.env, self.tmp / "logs")
+                self.processes.append(process)
+                started.append(process)
+            for process, (_, ready) in zip(started, variant.workers(), strict=True):
+                process.wait_ready(ready)
+            variant.reset()
+            variant.enqueue_many(WARMUP_TASKS)
+            variant.wait_done(WARMUP_TASKS, 60)
+            variant.reset()
+            timeout = max(60.0, n / 50)
+            first = time.time()
+            enqueue_seconds = variant.enqueue_many(n)
+            last = variant.wait_done(n, timeout)
+            row.enqueue_rate = n / enqueue_seconds
+            row.throughput = n / (last - first)
+            variant.reset()
+            row.latencies = variant.latency_run(self.args.latency_tasks)
+            variant.extra(row, n)
+            logger.info(
+                "%s: %.0f tasks/s, enqueue %.0f/s, p50 %.2f ms, p99 %.2f ms",
+                row.name,
+                row.throughput,
+                row.enqueue_rate,
+                row.p(50),
+                row.p(99),
+            )
+        except Exception as error:
+            logger.exception("%s could not run", variant.name)
+            row.error = f"{type(error).__name__}: {error}"[:200]
+        finally:
+            for process in started:
+                process.stop()
+            with contextlib.suppress(Exception):
+                variant.reset()
+        return row
+
+
+def configure(tmp: Path, redis_url: str, tasks: int) -> dict:
+    """The environment of the bench and its workers; sets up Django here."""
+    database = tmp / "bench.sqlite3"
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_VAR_DIR=str(tmp / "var"),
+        DJANGO_MEDIA_ROOT=str(tmp / "media"),
+        DJANGO_LOG_LEVEL=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
+        DATABASE_URL=f"sqlite:///{database}",
+        REDIS_URL=redis_url,
+        CELERY_BROKER_URL=redis_url,
+        # A burst of N must fit in the channel (default capacity 1000).
+        CHANNEL_CAPACITY=str(max(10_000, 2 * tasks)),
+        BENCH_CELERY_RESULT_BACKEND=f"db+sqlite:///{database}",
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    os.environ.update(env)
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return env
+
+
+def print_table(rows: list[Row], notes: list[str], n: int, latency_n: int) -> None:
+    by_name = {row.name: row for row in rows}
+
+    def base(name):
+        row = by_name.get(name)
+        return row.throughput if row and row.throughput else None
+
+    celery, dramatiq = base(PLAIN_CELERY), base(DRAMATIQ)
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    header = ["variant", "tasks/s", "sync enq/s", "p50 ms", "p99 ms"]
+    header += ["x Celery", "x Dramatiq"]
+    table = [header]
+    for row in rows:
+        if row.error:
+            table.append([row.name, f"did not run: {row.error}"])
+            continue
+        table.append(
+            [
+                row.name,
+                fmt(row.throughput, ",.0f"),
+                fmt(row.enqueue_rate, ",.0f"),
+                fmt(row.p(50), ".2f"),
+                fmt(row.p(99), ".2f"),
+                fmt(celery and row.throughput / celery, ".2f"),
+                fmt(dramatiq and row.throughput / dramatiq, ".2f"),
+            ]
+        )
+    widths = [
+        max(len(r[i]) for r in table if len(r) == len(header))
+        for i in range(len(header))
+    ]
+    print(
+        f"\nQueue bench: {n} no-op tasks per throughput run; latency of "
+        f"{latency_n} tasks enqueued one at a time"
+    )
+    for index, cells in enumerate(table):
+        if len(cells) != len(header):
+            print(f"{cells[0].ljust(widths[0])}  {cells[1]}")
+        else:
+            print(
+                "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+                )
+            )
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+    for row in rows:
+        print(f"- {row.name}: {row.used}")
+    for note in notes:
+        print(f"- {note}")
+    print()
+    print_targets(by_name)
+
+
+def print_targets(by_name: dict[str, Row]) -> None:
+    ours = by_name.get(OURS_1)
+    celery = by_name.get(PLAIN_CELERY)
+    celery_db = by_name.get(CELERY_DB)
+
+    def ok(row):
+        return row is not None and not row.error
+
+    checks = []
+    if ok(ours) and ok(celery):
+        ratio = ours.throughput / celery.throughput
+        checks.append(
+            (
+                ratio >= TARGET_VS_CELERY,
+                f"throughput {ratio:.2f}x plain Celery (>= {TARGET_VS_CELERY:.1f}x)",
+            )
+        )
+        checks.append(
+            (
+                ours.p(99) <= celery.p(99),
+                f"p99 {ours.p(99):.2f} ms vs plain Celery {celery.p(99):.2f} ms "
+                "(no worse)",
+            )
+        )
+        checks.append(
+            (
+                ours.enqueue_rate >= celery.enqueue_rate,
+                f"sync enqueue {ours.enqueue_rate:,.0f}/s vs Celery apply_async "
+                f"{celery.enqueue_rate:,.0f}/s (>=)",
+            )
+        )
+    if ok(ours) and ok(celery_db):
+        ratio = ours.throughput / celery_db.throughput
+        checks.append(
+            (
+                ratio >= TARGET_VS_CELERY_DB,
+                f"throughput {ratio:.2f}x Celery with db results "
+                f"(>= {TARGET_VS_CELERY_DB:.1f}x)",
+            )
+        )
+    print(f"Targets for {OURS_1}:")
+    if not checks:
+        print("  (not checked: a variant they need did not run)")
+    for passed, text in checks:
+        print(f"  {'PASS' if passed else 'FAIL'}  {text}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~300 tasks, fewer runs")
+    parser.add_argument("--tasks", type=int, help="no-op tasks per throughput run")
+    parser.add_argument(
+        "--latency-tasks", type=int, help="tasks per latency run (default 200)"
+    )
+    args = parser.parse_args(argv)
+    if args.tasks is None:
+        args.tasks = 300 if args.quick else 2000
+    if args.latency_tasks is None:
+        args.latency_tasks = 100 if args.quick else 200
+    if args.tasks < 2 or args.latency_tasks < 1:
+        parser.error("--tasks must be >= 2 and --latency-tasks >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    (tmp / "logs").mkdir()
+    server = RedisServer(tmp / "redis", port=free_port())
+    bench = None
+    rows: list[Row] = []
+    began = time.monotonic()
+    try:
+        server.start()
+        env = configure(tmp, server.url, args.tasks)
+        # The project's Celery app becomes the current app of this process:
+        # CeleryBackend and the plain shared task publish through it.
+        import project.celery  # noqa: F401
+
+        bench = Bench(args, tmp, server.url, env)
+        load_before = os.getloadavg()[0]
+        variants: list[Variant] = [
+            OursChannels(bench),
+            OursChannels(bench, processes=2),
+            OursChannels(bench, concurrency=4),
+            OursCelery(bench),
+            PlainCelery(bench),
+            CeleryDb(bench),
+            Dramatiq(bench),
+            StockChannels(bench),
+        ]
+        for variant in variants:
+            missing = missing_modules(variant)
+            if missing:
+                rows.append(
+                    Row(variant.name, variant.used, error=f"{missing} not installed")
+                )
+                continue
+            logger.info("Running %s", variant.name)
+            rows.append(bench.run_variant(variant))
+        bench.notes.append(
+            f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.2f} "
+            f"before, {os.getloadavg()[0]:.2f} after (other work skews every number)"
+        )
+    finally:
+        if bench is not None:
+            for process in bench.processes:
+                process.stop()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print_table(rows, bench.notes if bench else [], args.tasks, args.latency_tasks)
+    logger.info("Bench took %.0f s", time.monotonic() - began)
+    return 0
+
+
+def missing_modules(variant: Variant) -> str:
+    import importlib.util
+
+    needs = {CeleryDb: ["sqlalchemy"], Dramatiq: ["dramatiq"]}.get(type(variant), [])
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    return ", ".join(missing)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
