@@ -12,6 +12,7 @@ import os
 import socket
 
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from tasks import execution
 from tasks.models import Status, TaskRecord
@@ -45,6 +46,13 @@ def reconcile() -> dict:
 def publish(record: TaskRecord) -> None:
     """Send ``record`` to Celery, at its run_after when deferred."""
     run_record.apply_async((record.id,), queue=record.queue_name, eta=record.run_after)
+
+
+@worker_process_init.connect
+def _keep_connections(**kwargs) -> None:
+    from tasks.worker import keep_database_connections
+
+    keep_database_connections()
 
 
 def _worker_id() -> str:

@@ -1,8 +1,10 @@
 """Task events on channel-layer groups, for the realtime app to forward.
 
-Every status change and progress report is published as
-``{"type": "task.update", ...}`` to the owner's group and the task's group.
-Events are best-effort (a full group drops them); the record is the truth.
+Every status change and progress report of a task that has an owner is
+published as ``{"type": "task.update", ...}`` to the owner's group and the
+task's group. Only owners may listen (realtime.consumers), so tasks without
+an owner publish nothing and pay no Redis round trips. Events are
+best-effort (a full group drops them); the record is the truth.
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ async def apublish(record: TaskRecord) -> None:
 
 
 def _groups(record: TaskRecord) -> list[str]:
-    groups = [task_group(record.id)]
-    if record.owner_id is not None:
-        groups.append(owner_group(record.owner_id))
-    return groups
+    if record.owner_id is None:
+        return []
+    return [task_group(record.id), owner_group(record.owner_id)]

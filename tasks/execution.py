@@ -45,11 +45,17 @@ def heartbeat_interval() -> float:
 
 
 async def arun(record_id: str, worker_id: str) -> Outcome:
-    """Run a record on the current event loop (coroutine tasks run on it;
-    sync tasks in a thread, so the loop keeps heart-beating)."""
-    record = await sync_to_async(_claim)(record_id, worker_id)
+    """Run a record from the worker's event loop.
+
+    A coroutine task runs on this loop; a sync task runs, with its claim and
+    outcome, in one worker thread (one thread hop per task), so the loop stays
+    free to receive and heart-beat.
+    """
+    record = await sync_to_async(_claim, thread_sensitive=False)(record_id, worker_id)
     if record is None:
         return Outcome(record_id, "skipped")
+    if not iscoroutinefunction(record.get_task().func):
+        return await sync_to_async(_run_claimed, thread_sensitive=False)(record)
     await events.apublish(record)
     beat = asyncio.create_task(_aheartbeat(record))
     try:
@@ -57,7 +63,7 @@ async def arun(record_id: str, worker_id: str) -> Outcome:
             value, error = await _acall(record)
     finally:
         beat.cancel()
-    outcome = await sync_to_async(_finish)(record, value, error)
+    outcome = await sync_to_async(_finish, thread_sensitive=False)(record, value, error)
     await events.apublish(record)
     return outcome
 
@@ -67,6 +73,10 @@ def run(record_id: str, worker_id: str) -> Outcome:
     record = _claim(record_id, worker_id)
     if record is None:
         return Outcome(record_id, "skipped")
+    return _run_claimed(record)
+
+
+def _run_claimed(record: TaskRecord) -> Outcome:
     events.publish(record)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat_thread, args=(record, stop), daemon=True)
@@ -83,7 +93,7 @@ def run(record_id: str, worker_id: str) -> Outcome:
 
 
 def _claim(record_id: str, worker_id: str) -> TaskRecord | None:
-    close_old_connections()
+    close_old_connections()  # drops broken or aged connections only
     record = TaskRecord.claim(record_id, worker_id)
     if record is not None:
         task_started.send(TaskRecord, task_result=record.to_task_result())
@@ -92,15 +102,8 @@ def _claim(record_id: str, worker_id: str) -> TaskRecord | None:
 
 async def _acall(record: TaskRecord):
     task = record.get_task()
-    args = _arguments(record, task)
     try:
-        if iscoroutinefunction(task.func):
-            value = await task.func(*args, **record.kwargs)
-        else:
-            value = await sync_to_async(_sync_call, thread_sensitive=False)(
-                task.func, args, record.kwargs
-            )
-        return value, None
+        return await task.func(*_arguments(record, task), **record.kwargs), None
     except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
         raise
     except BaseException as error:
@@ -120,14 +123,6 @@ def _call(record: TaskRecord):
         raise
     except BaseException as error:
         return None, error
-
-
-def _sync_call(func, args, kwargs):
-    close_old_connections()
-    try:
-        return func(*args, **kwargs)
-    finally:
-        close_old_connections()
 
 
 def _arguments(record: TaskRecord, task) -> list:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models, transaction
-from django.db.models import F, Q
+from django.db import models
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.tasks import TaskResultStatus
 from django.tasks.base import TaskError, TaskResult
 from django.utils import timezone
@@ -71,7 +73,9 @@ class TaskRecord(models.Model):
     errors = models.JSONField(default=list, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
+    # Workers of finished attempts; the current attempt's is ``claimed_by``.
     worker_ids = models.JSONField(default=list, blank=True)
+    claimed_by = models.CharField(max_length=100, blank=True)
 
     enqueued_at = models.DateTimeField(default=timezone.now)
     run_after = models.DateTimeField(null=True, blank=True)
@@ -127,8 +131,14 @@ class TaskRecord(models.Model):
 
     def get_task(self):
         """The Task object this record calls, as configured at enqueue time."""
-        task = import_string(self.task_path)
-        return task.using(queue_name=self.queue_name, backend=self.backend)
+        return _task_for(self.task_path, self.queue_name, self.backend)
+
+    @property
+    def all_worker_ids(self) -> list[str]:
+        """Workers of every attempt, the running one included."""
+        if self.status == Status.RUNNING and self.claimed_by:
+            return [*self.worker_ids, self.claimed_by]
+        return list(self.worker_ids)
 
     def to_task_result(self) -> TaskResult:
         result = TaskResult(
@@ -143,7 +153,7 @@ class TaskRecord(models.Model):
             kwargs=self.kwargs,
             backend=self.backend,
             errors=[TaskError(**error) for error in self.errors],
-            worker_ids=list(self.worker_ids),
+            worker_ids=self.all_worker_ids,
         )
         object.__setattr__(result, "_return_value", self.return_value)
         return result
@@ -153,31 +163,24 @@ class TaskRecord(models.Model):
     @classmethod
     def claim(cls, record_id: str, worker_id: str) -> TaskRecord | None:
         """READY -> RUNNING for one worker; None when someone else has it (or
-        it is finished, cancelled or not yet due)."""
+        it is finished, cancelled or not yet due). One conditional UPDATE:
+        of two workers given the same message, exactly one wins."""
         now = timezone.now()
-        with transaction.atomic():
-            claimed = (
-                cls.objects.due(now)
-                .filter(pk=record_id)
-                .update(
-                    status=Status.RUNNING,
-                    attempts=F("attempts") + 1,
-                    last_attempted_at=now,
-                    heartbeat_at=now,
-                    progress=0.0,
-                    progress_message="",
-                )
+        claimed = (
+            cls.objects.due(now)
+            .filter(pk=record_id)
+            .update(
+                status=Status.RUNNING,
+                attempts=F("attempts") + 1,
+                started_at=Coalesce(F("started_at"), Value(now)),
+                last_attempted_at=now,
+                heartbeat_at=now,
+                claimed_by=worker_id,
+                progress=0.0,
+                progress_message="",
             )
-            if not claimed:
-                return None
-            record = cls.objects.get(pk=record_id)
-            record.worker_ids = [*record.worker_ids, worker_id]
-            fields = ["worker_ids"]
-            if record.started_at is None:
-                record.started_at = now
-                fields.append("started_at")
-            record.save(update_fields=fields)
-        return record
+        )
+        return cls.objects.get(pk=record_id) if claimed else None
 
     def heartbeat(self) -> bool:
         """Refresh the heartbeat; False when the record is no longer ours."""
@@ -188,15 +191,19 @@ class TaskRecord(models.Model):
         )
 
     def set_successful(self, return_value) -> None:
+        self.worker_ids = self.all_worker_ids
         self.status = Status.SUCCESSFUL
         self.return_value = return_value
         self.finished_at = timezone.now()
         self.progress = 1.0
-        self._save_if_current("status", "return_value", "finished_at", "progress")
+        self._save_if_current(
+            "status", "return_value", "finished_at", "progress", "worker_ids"
+        )
 
     def set_failed(self, error: dict, *, retry_at: datetime | None = None) -> None:
         """Record a failed attempt: back to READY at ``retry_at``, else FAILED."""
         self.errors = [*self.errors, error]
+        self.worker_ids = self.all_worker_ids
         if retry_at is not None:
             self.status = Status.READY
             self.run_after = retry_at
@@ -204,7 +211,9 @@ class TaskRecord(models.Model):
         else:
             self.status = Status.FAILED
             self.finished_at = timezone.now()
-        self._save_if_current("status", "errors", "run_after", "sent_at", "finished_at")
+        self._save_if_current(
+            "status", "errors", "run_after", "sent_at", "finished_at", "worker_ids"
+        )
 
     def set_progress(self, fraction: float, message: str) -> None:
         self.progress = min(max(float(fraction), 0.0), 1.0)
@@ -222,3 +231,10 @@ class TaskRecord(models.Model):
                 pk=self.pk, status=Status.RUNNING, attempts=self.attempts
             ).update(**values)
         )
+
+
+@functools.lru_cache(maxsize=512)
+def _task_for(task_path: str, queue_name: str, backend: str):
+    """Tasks are frozen dataclasses: one per (path, queue, backend) is shared."""
+    task = import_string(task_path)
+    return task.using(queue_name=queue_name, backend=backend)

@@ -84,7 +84,7 @@ class Reconciler:
             pk=record.pk, status=Status.RUNNING, heartbeat_at=lost
         )
         reason = (
-            f"Worker {record.worker_ids[-1] if record.worker_ids else '?'} stopped "
+            f"Worker {record.claimed_by or '?'} stopped "
             f"heart-beating during attempt {record.attempts} of {record.max_attempts}."
         )
         error = {
@@ -96,11 +96,15 @@ class Reconciler:
                 status=Status.FAILED,
                 finished_at=timezone.now(),
                 errors=[*record.errors, error],
+                worker_ids=record.all_worker_ids,
             )
             report.failed += updated
         else:
             updated = owned.update(
-                status=Status.READY, sent_at=None, errors=[*record.errors, error]
+                status=Status.READY,
+                sent_at=None,
+                errors=[*record.errors, error],
+                worker_ids=record.all_worker_ids,
             )
             report.requeued += updated
         if updated:

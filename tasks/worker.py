@@ -16,6 +16,7 @@ import socket
 import uuid
 
 from channels.layers import get_channel_layer
+from django.db import connections
 
 from tasks import execution
 
@@ -43,6 +44,7 @@ class Worker:
         self._waiting: set[asyncio.Task] = set()
 
     def run(self) -> None:
+        keep_database_connections()
         asyncio.run(self.serve())
 
     async def serve(self) -> None:
@@ -137,3 +139,12 @@ class Worker:
             self.processed += 1
         if outcome.retry_at is not None:
             logger.info("Task id=%s will retry at %s", record_id, outcome.retry_at)
+
+
+def keep_database_connections() -> None:
+    """Reuse each thread's database connection across tasks (checked for
+    health before reuse). Only in worker processes: Django advises against
+    persistent connections under ASGI, where the web process runs."""
+    for alias in connections:
+        connections.settings[alias]["CONN_MAX_AGE"] = None
+        connections.settings[alias]["CONN_HEALTH_CHECKS"] = True

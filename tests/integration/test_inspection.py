@@ -31,7 +31,7 @@ def _running_record(attempts: int, max_attempts: int, beat_age: float) -> TaskRe
         attempts=attempts,
         max_attempts=max_attempts,
         heartbeat_at=timezone.now() - timedelta(seconds=beat_age),
-        worker_ids=["host:1:dead"],
+        claimed_by="host:1:dead",
     )
     return TaskRecord.objects.get(pk=result.id)
 
