@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from inspect import iscoroutinefunction
@@ -17,7 +21,7 @@ from traceback import format_exception
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 from django.tasks import TaskContext
 from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
@@ -47,22 +51,17 @@ def heartbeat_interval() -> float:
 async def arun(record_id: str, worker_id: str) -> Outcome:
     """Run a record from the worker's event loop.
 
-    A coroutine task runs on this loop; a sync task runs, with its claim and
-    outcome, in one worker thread (one thread hop per task), so the loop stays
-    free to receive and heart-beat.
+    A sync task is claimed, run and recorded in one worker thread (one thread
+    hop per task); a coroutine task is claimed there, then runs on this loop.
     """
-    record = await sync_to_async(_claim, thread_sensitive=False)(record_id, worker_id)
-    if record is None:
-        return Outcome(record_id, "skipped")
-    if not iscoroutinefunction(record.get_task().func):
-        return await sync_to_async(_run_claimed, thread_sensitive=False)(record)
+    record = await sync_to_async(_claim_and_run_sync, thread_sensitive=False)(
+        record_id, worker_id
+    )
+    if isinstance(record, Outcome):
+        return record
     await events.apublish(record)
-    beat = asyncio.create_task(_aheartbeat(record))
-    try:
-        with running(record):
-            value, error = await _acall(record)
-    finally:
-        beat.cancel()
+    with heartbeats.beating(record), running(record):
+        value, error = await _acall(record)
     outcome = await sync_to_async(_finish, thread_sensitive=False)(record, value, error)
     await events.apublish(record)
     return outcome
@@ -76,17 +75,71 @@ def run(record_id: str, worker_id: str) -> Outcome:
     return _run_claimed(record)
 
 
+class Heartbeats:
+    """One thread per process refreshes the heartbeat of every running record
+    (no thread per task: starting one costs more than a no-op task)."""
+
+    def __init__(self) -> None:
+        self._records: dict[int, TaskRecord] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @contextmanager
+    def beating(self, record: TaskRecord) -> Iterator[None]:
+        key = id(record)
+        with self._lock:
+            self._records[key] = record
+            self._ensure_thread()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._records.pop(key, None)
+
+    def _ensure_thread(self) -> None:
+        if (
+            self._thread is None
+            or self._pid != os.getpid()
+            or not self._thread.is_alive()
+        ):
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._beat_forever, name="task-heartbeat", daemon=True
+            )
+            self._thread.start()
+
+    def _beat_forever(self) -> None:
+        while True:
+            time.sleep(heartbeat_interval())
+            with self._lock:
+                records = list(self._records.values())
+            for record in records:
+                try:
+                    record.heartbeat()
+                except Exception:
+                    logger.warning(
+                        "Heartbeat failed for task id=%s", record.id, exc_info=True
+                    )
+
+
+heartbeats = Heartbeats()
+
+
+def _claim_and_run_sync(record_id: str, worker_id: str) -> Outcome | TaskRecord:
+    """Claim; run it here if it is a sync task, else hand it back to the loop."""
+    record = _claim(record_id, worker_id)
+    if record is None:
+        return Outcome(record_id, "skipped")
+    if iscoroutinefunction(record.get_task().func):
+        return record
+    return _run_claimed(record)
+
+
 def _run_claimed(record: TaskRecord) -> Outcome:
     events.publish(record)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat_thread, args=(record, stop), daemon=True)
-    beat.start()
-    try:
-        with running(record):
-            value, error = _call(record)
-    finally:
-        stop.set()
-        beat.join()
+    with heartbeats.beating(record), running(record):
+        value, error = _call(record)
     outcome = _finish(record, value, error)
     events.publish(record)
     return outcome
@@ -169,23 +222,3 @@ def _error_dict(error: BaseException) -> dict:
         "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
         "traceback": "".join(format_exception(error)),
     }
-
-
-async def _aheartbeat(record: TaskRecord) -> None:
-    interval = heartbeat_interval()
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await sync_to_async(record.heartbeat)()
-        except Exception:
-            logger.warning("Heartbeat failed for task id=%s", record.id, exc_info=True)
-
-
-def _heartbeat_thread(record: TaskRecord, stop: threading.Event) -> None:
-    interval = heartbeat_interval()
-    while not stop.wait(interval):
-        try:
-            record.heartbeat()
-        except Exception:
-            logger.warning("Heartbeat failed for task id=%s", record.id, exc_info=True)
-    connections.close_all()
