@@ -395,12 +395,17 @@ def test_uploads_are_throttled_per_user(monkeypatch, as_alice, as_bob):
 # --- End to end, with real workers ----------------------------------------------
 
 
-def wait_until_final(client: APIClient, url: str, timeout: float = 60) -> dict:
+def wait_until_final(client: APIClient, url: str, worker_process) -> dict:
+    """Poll the image until ready or failed; on timeout, show the worker's log."""
+
     def final() -> dict | None:
         body = client.get(url).json()
         return body if body["status"] in ("ready", "failed") else None
 
-    return wait_for(final, timeout=timeout, message=f"{url} to be ready or failed")
+    try:
+        return wait_for(final, timeout=60, message=f"{url} to be ready or failed")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{worker_process.output()[-4000:]}") from None
 
 
 def media_path(media_root: Path, url: str) -> Path:
@@ -409,10 +414,10 @@ def media_path(media_root: Path, url: str) -> Path:
 
 def test_upload_becomes_ready_through_the_thumbnailer(worker, as_alice, media_root):
     # Given the thumbnailer worker
-    worker("thumbnailer")
+    thumbnailer = worker("thumbnailer")
     # When Alice uploads a JPEG and follows its URL
     accepted = post_image(as_alice).json()
-    body = wait_until_final(as_alice, accepted["url"])
+    body = wait_until_final(as_alice, accepted["url"], thumbnailer)
     # Then it is ready with six thumbnails, each with a URL to its file
     assert body["status"] == "ready", body["error"]
     made = {
@@ -436,10 +441,10 @@ def test_upload_becomes_ready_through_the_thumbnailer(worker, as_alice, media_ro
 def test_delete_removes_the_files_through_celery(
     worker, celery_worker, as_alice, media_root
 ):
-    worker("thumbnailer")
+    thumbnailer = worker("thumbnailer")
     celery_worker()
     accepted = post_image(as_alice, a_file(data=jpeg_bytes((300, 200)))).json()
-    body = wait_until_final(as_alice, accepted["url"])
+    body = wait_until_final(as_alice, accepted["url"], thumbnailer)
     assert body["status"] == "ready", body["error"]
     image = Image.objects.get()
     paths = [media_root / image.original.name]
