@@ -214,6 +214,9 @@ THUMBNAIL_MAX_UPLOAD_BYTES = env.get_int("THUMBNAIL_MAX_UPLOAD_BYTES", 25 * 1024
 # Key for the HMAC-SHA256 signature of webhook calls.
 THUMBNAIL_WEBHOOK_SECRET = env.get_str("THUMBNAIL_WEBHOOK_SECRET", SECRET_KEY)
 THUMBNAIL_WEBHOOK_TIMEOUT = env.get_float("THUMBNAIL_WEBHOOK_TIMEOUT", 10.0)
+# Webhooks to loopback or private addresses are refused (server-side request
+# forgery) unless this is on; on by default only in development.
+THUMBNAIL_WEBHOOK_ALLOW_PRIVATE = env.get_bool("THUMBNAIL_WEBHOOK_ALLOW_PRIVATE", DEBUG)
 
 # Any Django storage works (e.g. storages.backends.s3.S3Storage with
 # django-storages installed and its AWS_* variables set).
@@ -234,8 +237,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: an API client without credentials gets 401 with
+        # WWW-Authenticate: Token, not a bare 403.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

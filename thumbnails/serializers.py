@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from tasks.models import Status, TaskRecord
-from thumbnails import conf, pipeline
+from thumbnails import conf, pipeline, webhooks
 from thumbnails.models import Image, Thumbnail
 
 
@@ -57,6 +57,14 @@ class ImageUploadSerializer(serializers.Serializer):
         max_length=500,
         help_text="Called (signed POST) when the thumbnails are ready or failed.",
     )
+
+    def validate_webhook_url(self, url: str) -> str:
+        if url:
+            try:
+                webhooks.check_address(url)
+            except webhooks.ForbiddenWebhookAddress as error:
+                raise serializers.ValidationError(str(error)) from error
+        return url
 
 
 class UploadErrorSerializer(serializers.Serializer):

@@ -459,3 +459,27 @@ def test_delete_removes_the_files_through_celery(
         message="the image's files to be removed",
     )
     assert as_alice.get(accepted["url"]).status_code == 404
+
+
+def test_upload_with_a_private_webhook_is_refused_in_production(settings, tmp_path):
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    settings.THUMBNAIL_WEBHOOK_ALLOW_PRIVATE = False
+    user = get_user_model().objects.create_user("hooker", password="pw-123456789")
+    client = APIClient()
+    client.force_authenticate(user)
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.integration.test_thumbnail_jobs import jpeg_bytes
+
+    response = client.post(
+        "/api/images/",
+        {
+            "file": SimpleUploadedFile("a.jpg", jpeg_bytes((64, 64))),
+            "webhook_url": "http://127.0.0.1:9/x",
+        },
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert "not a public address" in response.json()["webhook_url"][0]

@@ -262,3 +262,22 @@ def test_corpus_upload_is_accepted_or_refused_clearly(name, expected, user, medi
         assert message.endswith(".") and len(message) > 15
         assert "Traceback" not in message
         assert Image.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://10.0.0.1/",
+        "http://[::1]/",
+        "http://169.254.169.254/",
+    ],
+)
+def test_webhooks_to_private_addresses_are_refused_in_production(settings, url):
+    from thumbnails import webhooks
+
+    settings.THUMBNAIL_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(webhooks.ForbiddenWebhookAddress, match="not a public address"):
+        webhooks.check_address(url)
+    with pytest.raises(webhooks.ForbiddenWebhookAddress, match="http"):
+        webhooks.check_address("file:///etc/passwd")
