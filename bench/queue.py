@@ -311,8 +311,12 @@ class PlainCelery(Variant):
         argv = celery_worker_argv("project", "default", "-I", "bench.queue_peers")
         return [(argv, " ready.")]
 
+    @property
+    def task(self):
+        return queue_peers.plain_noop
+
     def enqueue_many(self, n):
-        task = queue_peers.plain_noop
+        task = self.task
         start = time.perf_counter()
         for _ in range(n):
             task.delay()
@@ -321,10 +325,10 @@ class PlainCelery(Variant):
         return elapsed
 
     def enqueue_timed(self, sent):
-        queue_peers.plain_noop.delay(sent=sent)
+        self.task.delay(sent=sent)
 
 
-class CeleryDb(Variant):
+class CeleryDb(PlainCelery):
     name = CELERY_DB
     used = (
         "bench-only Celery app (same config as the project's) with "
@@ -339,18 +343,6 @@ class CeleryDb(Variant):
     @property
     def task(self):
         return queue_peers.db_celery_app.tasks["bench.db_noop"]
-
-    def enqueue_many(self, n):
-        task = self.task
-        start = time.perf_counter()
-        for _ in range(n):
-            task.delay()
-        elapsed = time.perf_counter() - start
-        task.delay(mark=True)
-        return elapsed
-
-    def enqueue_timed(self, sent):
-        self.task.delay(sent=sent)
 
 
 class Dramatiq(Variant):
