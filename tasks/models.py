@@ -6,7 +6,7 @@ import functools
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.tasks import TaskResultStatus
@@ -166,6 +166,9 @@ class TaskRecord(models.Model):
         it is finished, cancelled or not yet due). One conditional UPDATE:
         of two workers given the same message, exactly one wins."""
         now = timezone.now()
+        connection = connections[cls.objects.db]
+        if connection.vendor in ("sqlite", "postgresql"):
+            return _claim_returning(cls, connection, record_id, worker_id, now)
         claimed = (
             cls.objects.due(now)
             .filter(pk=record_id)
@@ -238,3 +241,22 @@ def _task_for(task_path: str, queue_name: str, backend: str):
     """Tasks are frozen dataclasses: one per (path, queue, backend) is shared."""
     task = import_string(task_path)
     return task.using(queue_name=queue_name, backend=backend)
+
+
+_CLAIM_SQL = """
+UPDATE {table} SET status = %s, attempts = attempts + 1,
+    started_at = COALESCE(started_at, %s), last_attempted_at = %s,
+    heartbeat_at = %s, claimed_by = %s, progress = 0, progress_message = ''
+WHERE id = %s AND status = %s AND (run_after IS NULL OR run_after <= %s)
+RETURNING *
+"""
+
+
+def _claim_returning(model, connection, record_id, worker_id, now):
+    """The claim and the read of the claimed row in one statement (half the
+    cost of UPDATE then SELECT on the worker's hot path)."""
+    at = connection.ops.adapt_datetimefield_value(now)
+    sql = _CLAIM_SQL.format(table=connection.ops.quote_name(model._meta.db_table))
+    params = [Status.RUNNING, at, at, at, worker_id, record_id, Status.READY, at]
+    rows = list(model.objects.raw(sql, params))
+    return rows[0] if rows else None
