@@ -2,8 +2,13 @@
 
 ``async_to_sync(channel_layer.send)`` runs each call on a new event loop, and
 channels-redis keeps its connection pools per loop, so every call opened a new
-Redis connection (~500 sends/s). Here one background thread per process owns
-one event loop, so the layer's pools, and its connections, are reused.
+Redis connection (~500 sends/s). Two ways round it:
+
+- with one channels-redis host, a send is one Lua script on a pooled sync
+  connection: the same writes as ``RedisChannelLayer.send`` (drop expired
+  messages, refuse when at capacity, add, refresh expiry) in one round trip;
+- otherwise, one background thread per process owns one event loop, so the
+  layer's own pools, and connections, are reused.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
+import redis
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
 
 from tasks.exceptions import TransportUnavailable
 
@@ -27,7 +35,11 @@ SEND_TIMEOUT = 5.0
 
 def send(channel: str, message: dict) -> None:
     """Send ``message`` to ``channel``; raise TransportUnavailable on failure."""
-    _run(_send(channel, message))
+    layer = get_channel_layer()
+    if _ScriptSender.usable(layer, channel):
+        _ScriptSender.send(layer, channel, message)
+    else:
+        _run(_send(channel, message))
 
 
 def group_send(group: str, message: dict) -> None:
@@ -65,6 +77,68 @@ def _run(coroutine: Coroutine) -> Any:
     except TimeoutError as error:
         future.cancel()
         raise TransportUnavailable("Channel layer did not answer in time.") from error
+
+
+class _ScriptSender:
+    """RedisChannelLayer.send's four round trips as one script (sync)."""
+
+    SCRIPT = """
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+    if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
+        return 0
+    end
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+    return 1
+    """
+    _lock = threading.Lock()
+    _clients: dict[tuple[int, int], Any] = {}
+
+    @classmethod
+    def usable(cls, layer, channel: str) -> bool:
+        return (
+            isinstance(layer, RedisChannelLayer)
+            and type(layer).send is RedisChannelLayer.send  # not customised
+            and len(layer.hosts) == 1
+            and "!" not in channel
+        )
+
+    @classmethod
+    def send(cls, layer, channel: str, message: dict) -> None:
+        now = time.time()
+        try:
+            added = cls._script(layer)(
+                keys=[layer.prefix + channel],
+                args=[
+                    int(now) - int(layer.expiry),
+                    layer.get_capacity(channel),
+                    now,
+                    layer.serialize(message),
+                    int(layer.expiry),
+                ],
+            )
+        except redis.RedisError as error:
+            raise TransportUnavailable(f"Channel layer error: {error}") from error
+        if not added:
+            raise TransportUnavailable(f"Channel {channel!r} is full.")
+
+    @classmethod
+    def _script(cls, layer):
+        key = (os.getpid(), id(layer))
+        with cls._lock:
+            if key not in cls._clients:
+                host = dict(layer.hosts[0])
+                host.update(
+                    socket_timeout=SEND_TIMEOUT, socket_connect_timeout=SEND_TIMEOUT
+                )
+                address = host.pop("address", None)
+                client = (
+                    redis.Redis.from_url(address, **host)
+                    if address
+                    else redis.Redis(**host)
+                )
+                cls._clients[key] = client.register_script(cls.SCRIPT)
+            return cls._clients[key]
 
 
 class _LoopThread:

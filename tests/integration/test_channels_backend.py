@@ -144,3 +144,17 @@ async def test_aenqueue_from_async_code(worker):
     assert result.status == TaskResultStatus.READY
     await sync_to_async(wait_finished)(result)
     assert result.return_value == 9
+
+
+def test_script_send_matches_the_layers_own_format(redis_server):
+    # Given a message sent from sync code (one Lua call, not the layer's send)
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tasks import transport
+
+    transport.send("default", {"type": "task.run", "id": "abc"})
+    # Then channels-redis' own receive reads it back unchanged
+    layer = get_channel_layer()
+    assert transport._ScriptSender.usable(layer, "default")
+    assert async_to_sync(layer.receive)("default") == {"type": "task.run", "id": "abc"}
