@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.db import connections
 
 from tasks import execution
+from tasks.receivers import receiver_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,13 @@ class Worker:
             ", ".join(self.queues),
             self.concurrency,
         )
-        layer = get_channel_layer()
-        await asyncio.gather(*(self._slot(layer) for _ in range(self.concurrency)))
+        receiver = receiver_for(get_channel_layer(), self.queues)
+        try:
+            await asyncio.gather(
+                *(self._slot(receiver) for _ in range(self.concurrency))
+            )
+        finally:
+            await receiver.close()
         logger.info(
             "Worker %s stopped after %d task(s)", self.worker_id, self.processed
         )
@@ -82,11 +88,11 @@ class Worker:
         )
         self.stop()
 
-    async def _slot(self, layer) -> None:
+    async def _slot(self, receiver) -> None:
         delay = BACKOFF_START
         while not self._stopping:
             try:
-                messages = await self._receive(layer)
+                messages = await self._receive(receiver)
             except asyncio.CancelledError:
                 if self._stopping:
                     return
@@ -100,28 +106,14 @@ class Worker:
             for message in messages:
                 await self._handle(message)
 
-    async def _receive(self, layer) -> list[dict]:
-        """Wait for the next message on any queue; only called with a free slot."""
-        waiters = [asyncio.ensure_future(layer.receive(q)) for q in self.queues]
-        self._waiting.update(waiters)
+    async def _receive(self, receiver) -> list[dict]:
+        """Wait for the next message; only called with a free slot."""
+        waiter = asyncio.ensure_future(receiver.receive())
+        self._waiting.add(waiter)
         try:
-            done, pending = await asyncio.wait(
-                waiters, return_when=asyncio.FIRST_COMPLETED
-            )
+            return await waiter
         finally:
-            self._waiting.difference_update(waiters)
-        for waiter in pending:
-            # Safe: channels-redis keeps a popped message in its backup queue
-            # and restores it on the next receive of that channel.
-            waiter.cancel()
-        if self._stopping and all(w.cancelled() for w in done):
-            raise asyncio.CancelledError
-        messages = []
-        for waiter in done:
-            if waiter.cancelled():
-                continue
-            messages.append(waiter.result())  # re-raises a receive error
-        return messages
+            self._waiting.discard(waiter)
 
     async def _handle(self, message: dict) -> None:
         record_id = message.get("id")

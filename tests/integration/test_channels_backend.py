@@ -158,3 +158,12 @@ def test_script_send_matches_the_layers_own_format(redis_server):
     layer = get_channel_layer()
     assert transport._ScriptSender.usable(layer, "default")
     assert async_to_sync(layer.receive)("default") == {"type": "task.run", "id": "abc"}
+
+
+def test_one_worker_serves_several_queues(worker):
+    worker("thumbnailer", "default")
+    first = tasks.add.using(queue_name="thumbnailer").enqueue(1, 2)
+    second = tasks.add.enqueue(3, 4)
+    assert wait_finished(first).return_value == 3
+    assert wait_finished(second).return_value == 7
+    assert first.worker_ids == second.worker_ids
