@@ -146,3 +146,15 @@ def test_retry_failed_command_filters_by_task():
     assert "Queued 1 failed task(s) again." in out.getvalue()
     assert TaskRecord.objects.get(pk=keep.id).status == TaskResultStatus.READY
     assert TaskRecord.objects.get(pk=other.id).status == TaskResultStatus.FAILED
+
+
+def test_sweep_checkpoints_the_sqlite_log():
+    """Checkpoints run in the sweep, not in a worker's commit (latency spikes)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    with CaptureQueriesContext(connection) as queries:
+        Reconciler().sweep()
+    assert "PRAGMA wal_checkpoint(PASSIVE)" in [q["sql"] for q in queries]
