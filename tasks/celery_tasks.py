@@ -7,6 +7,7 @@ are scheduled from the task's own policy and recorded attempt by attempt.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -38,9 +39,16 @@ def run_record(record_id: str) -> str:
 @shared_task(name="tasks.reconcile", ignore_result=True)
 def reconcile() -> dict:
     """The reconciler's sweep, for Celery beat."""
+    return _reconciler().sweep().as_dict()
+
+
+@functools.cache
+def _reconciler():
+    """One per worker process, so each sweep reuses its Redis connection
+    instead of opening a new pool every 10 s."""
     from tasks.reconciler import Reconciler
 
-    return Reconciler().sweep().as_dict()
+    return Reconciler()
 
 
 def publish(record: TaskRecord) -> None:

@@ -158,3 +158,13 @@ def test_sweep_checkpoints_the_sqlite_log():
     with CaptureQueriesContext(connection) as queries:
         Reconciler().sweep()
     assert "PRAGMA wal_checkpoint(PASSIVE)" in [q["sql"] for q in queries]
+
+
+def test_beat_task_sweeps_with_one_reconciler_per_process():
+    from tasks.celery_tasks import _reconciler, reconcile
+
+    record = _running_record(attempts=1, max_attempts=3, beat_age=60)
+    assert reconcile.run()["requeued"] == 1
+    assert _reconciler() is _reconciler()
+    record.refresh_from_db()
+    assert record.status == TaskResultStatus.READY
