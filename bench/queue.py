@@ -1,6 +1,7 @@
 """Benchmark the job system's transports against Celery, Dramatiq and stock Channels.
 
     .venv/bin/python bench/queue.py [--quick] [--tasks N] [--latency-tasks N]
+                                    [--only TEXT ...]
 
 Starts its own Redis (loopback, free port) and SQLite database in a temp
 directory, migrates it, then for each variant starts its worker process(es)
@@ -639,6 +640,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--latency-tasks", type=int, help="tasks per latency run (default 200)"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only variants whose name contains TEXT (case-insensitive; "
+        "repeatable), e.g. --only channels --only plain",
+    )
     args = parser.parse_args(argv)
     if args.tasks is None:
         args.tasks = 300 if args.quick else 2000
@@ -679,6 +687,11 @@ def main(argv=None) -> int:
             Dramatiq(bench),
             StockChannels(bench),
         ]
+        if args.only:
+            wanted = [text.lower() for text in args.only]
+            variants = [
+                v for v in variants if any(text in v.name.lower() for text in wanted)
+            ]
         for variant in variants:
             missing = missing_modules(variant)
             if missing:
