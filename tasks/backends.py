@@ -16,7 +16,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.json import normalize_json
 
-from tasks import transport
+from tasks import statements, transport
 from tasks.base import JobTask
 from tasks.context import current_owner
 from tasks.exceptions import TransportUnavailable
@@ -70,7 +70,7 @@ class RecordBackend(BaseTaskBackend):
 
     def _create_record(self, task, args, kwargs) -> TaskRecord:
         now = timezone.now()
-        return TaskRecord.objects.create(
+        record = TaskRecord(
             task_path=task.module_path,
             backend=self.alias,
             queue_name=task.queue_name,
@@ -83,6 +83,8 @@ class RecordBackend(BaseTaskBackend):
             sent_at=now if task.run_after is None else None,
             owner=current_owner(),
         )
+        statements.insert(record)
+        return record
 
     def check(self, **kwargs):
         if not self.queues:
