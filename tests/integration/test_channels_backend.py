@@ -160,6 +160,29 @@ def test_script_send_matches_the_layers_own_format(redis_server):
     assert async_to_sync(layer.receive)("default") == {"type": "task.run", "id": "abc"}
 
 
+def test_script_send_recovers_from_a_forgotten_script_and_a_dropped_connection(
+    redis_server,
+):
+    # Given this thread's kept connection, as after a Redis restart: the
+    # script cache flushed, then every client connection dropped
+    import redis
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tasks import transport
+
+    admin = redis.Redis.from_url(redis_server.url)
+    transport.send("default", {"type": "task.run", "id": "1"})
+    admin.script_flush()
+    transport.send("default", {"type": "task.run", "id": "2"})
+    admin.client_kill_filter(_type="normal", skipme=True)
+    transport.send("default", {"type": "task.run", "id": "3"})
+
+    # Then every send arrived, in order
+    receive = async_to_sync(get_channel_layer().receive)
+    assert [receive("default")["id"] for _ in range(3)] == ["1", "2", "3"]
+
+
 def test_one_worker_serves_several_queues(worker):
     worker("thumbnailer", "default")
     first = tasks.add.using(queue_name="thumbnailer").enqueue(1, 2)
