@@ -18,6 +18,7 @@ Decisions, each made once here so that every caller behaves alike:
 - Output is never upscaled; JPEG flattens alpha on white, WebP keeps it.
 """
 
+import bisect
 import functools
 import io
 import logging
@@ -25,6 +26,7 @@ import math
 import os
 import re
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -267,6 +269,7 @@ class _Source:
     format: str  # the allowlist name: "JPEG" for MPO too
     size: tuple[int, int]  # as stored, before EXIF orientation
     frames: int
+    stream: BinaryIO  # what Pillow reads from, for decoding a PNG in strips
 
 
 @contextmanager
@@ -296,7 +299,7 @@ def _open_image(
                 stream.seek(0)
                 canvas, frames = _gif_canvas(stream.read(), size)
             _check_pixels(canvas, max_pixels)
-        yield _Source(image=image, format=fmt, size=size, frames=frames)
+        yield _Source(image=image, format=fmt, size=size, frames=frames, stream=stream)
     finally:
         if owned:
             stream.close()
@@ -499,24 +502,8 @@ def _prepare(source: _Source, bound: int) -> tuple[Image.Image, tuple[int, int]]
     largest output size: orientation (12 MP rotate ~60 ms, 1600 px ~5 ms) and
     the colour conversion.
     """
-    image = source.image
-    if source.format == "JPEG":
-        orientation = _orientation(image)  # read from the header, no decode
-        full = _oriented(source.size, orientation)
-        target = _fit(full, bound)
-        stored_target = _oriented(target, orientation)
-        if stored_target != image.size:
-            image.draft(None, stored_target)
-        image.load()
-    else:
-        image.load()  # before getexif(), which would load a PNG by itself
-        orientation = _orientation(image)
-        full = _oriented(source.size, orientation)
-        stored_target = _oriented(_fit(full, bound), orientation)
-    icc = image.info.get("icc_profile")
-    work = _shrink_decoded(_resizable(image), stored_target)
-    if work is not image:
-        _release(image)
+    work, orientation, full = _decode_shrunk(source, bound)
+    icc = source.image.info.get("icc_profile")
     if orientation in _TRANSPOSE:
         work = work.transpose(_TRANSPOSE[orientation])
     work = _drop_opaque_alpha(_to_srgb(work, icc))
@@ -524,10 +511,43 @@ def _prepare(source: _Source, bound: int) -> tuple[Image.Image, tuple[int, int]]
     return work, full
 
 
+def _decode_shrunk(
+    source: _Source, bound: int
+) -> tuple[Image.Image, int, tuple[int, int]]:
+    """Decode at the largest output's size: (pixels as stored, orientation, full size).
+
+    JPEG decodes at a reduced scale (draft), a plain PNG a strip at a time so
+    that the full-size image never exists (46 MiB for 12 MP RGBA); anything
+    else is decoded whole and then shrunk.
+    """
+    image = source.image
+    spans = _png_idat_spans(source)
+    if source.format != "JPEG" and spans is None:
+        image.load()  # Pillow reads a PNG's trailing EXIF, XMP, text while loading
+    orientation = _orientation(image)
+    full = _oriented(source.size, orientation)
+    target = _oriented(_fit(full, bound), orientation)
+    if spans is not None and target != image.size:
+        plan = _ShrinkPlan(image.mode, image.size, target)
+        work = _shrink_strips(_png_strips(source.stream, spans, plan), plan)
+        return work, orientation, full
+    if source.format == "JPEG" and target != image.size:
+        image.draft(None, target)
+    image.load()
+    work = _shrink_decoded(_resizable(image), target)
+    if work is not image:
+        _release(image)
+    return work, orientation, full
+
+
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1-8); damaged EXIF is ignored, not fatal."""
+    """The EXIF orientation (1-8); damaged EXIF is ignored, not fatal.
+
+    Image.Image.getexif reads what the headers gave; a PNG's own getexif
+    would decode the whole image first to look for trailing chunks.
+    """
     try:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+        value = Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
     except Exception as exc:  # metadata must never fail the job
         logger.info("Ignoring unreadable EXIF: %s: %s", type(exc).__name__, exc)
         return 1
@@ -609,61 +629,256 @@ def _shrink_decoded(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
     Opaque: box-reduce by the whole factor, then bicubic under 2x, three
     times faster than bicubic alone on a 12 MP PNG (JPEG mostly arrives
-    already reduced by draft()). Alpha: as Image.thumbnail does, because a
-    box-filtered alpha plane costs WebP's lossless alpha ~30% more bytes; and
-    premultiplied a strip at a time, since Pillow premultiplies a whole copy
-    (46 MiB more for a 12 MP RGBA).
+    already reduced by draft()). Alpha: premultiplied a strip at a time,
+    since Pillow premultiplies a whole copy (46 MiB more for 12 MP RGBA).
     """
     if image.size == size:
         return image
-    if image.mode not in _PREMULTIPLIED:
-        factor = min(image.width // size[0], image.height // size[1])
-        return _shrink(image.reduce(factor) if factor >= 2 else image, size)
-    factor = int(min(image.width / size[0], image.height / size[1]) / _REDUCING_GAP)
-    if factor < 2:
-        return _resize_premultiplied(image, size)
-    reduced = _reduce_premultiplied(image, factor)
-    return reduced.resize(size, _RESAMPLE).convert(image.mode)
+    plan = _ShrinkPlan(image.mode, image.size, size)
+    if image.mode in _PREMULTIPLIED:
+        return _shrink_strips(_cropped_strips(image, plan), plan)
+    return _shrink(image.reduce(plan.factor) if plan.factor >= 2 else image, size)
 
 
 _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
-_STRIP_ROWS = 64
+# Bytes of source pixels per strip: a strip is decoded, premultiplied and
+# reduced in a few copies of this size (4000 px RGBA: 131 rows).
+_STRIP_BYTES = 2 << 20
+# An alpha image is box-reduced only while this many times too big: a
+# box-filtered alpha plane costs WebP's lossless alpha ~30% more bytes.
+_ALPHA_REDUCING_GAP = 2.0
 
 
-def _reduce_premultiplied(image: Image.Image, factor: int) -> Image.Image:
-    """Image.reduce() of an alpha image, premultiplied one strip at a time."""
-    premultiplied = _PREMULTIPLIED[image.mode]
-    width, height = image.size
-    reduced = Image.new(premultiplied, (-(-width // factor), -(-height // factor)))
-    step = factor * _STRIP_ROWS
-    for top in range(0, height, step):
-        strip = image.crop((0, top, width, min(height, top + step)))
-        reduced.paste(strip.convert(premultiplied).reduce(factor), (0, top // factor))
-    return reduced
+@dataclass(frozen=True)
+class _ShrinkPlan:
+    """Shrink size to target as box reduce() by factor, then bicubic, in strips.
 
-
-def _resize_premultiplied(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Bicubic resize of an alpha image, premultiplied one strip at a time.
-
-    Each strip carries enough rows above and below for the filter, and
-    resize(box=...) places it exactly, so the result matches a whole resize.
+    Each strip of source rows carries `halo` rows of the one above, enough
+    for the bicubic filter of every output row it completes, and resize
+    (box=...) places each band exactly. The result is a whole resize's but
+    for rounding: Pillow picks the order of its two passes by the source's
+    height, and a strip is shorter than the image.
     """
-    premultiplied = _PREMULTIPLIED[image.mode]
-    width, height = image.size
-    out_width, out_height = size
-    scale = height / out_height
-    margin = math.ceil(2 * scale) + 1  # bicubic reaches 2 output pixels out
-    resized = Image.new(image.mode, size)
-    for row in range(0, out_height, _STRIP_ROWS):
-        end = min(out_height, row + _STRIP_ROWS)
-        y0, y1 = row * scale, end * scale
-        top = max(0, math.floor(y0) - margin)
-        bottom = min(height, math.ceil(y1) + margin)
-        strip = image.crop((0, top, width, bottom)).convert(premultiplied)
-        box = (0, y0 - top, width, y1 - top)
-        part = strip.resize((out_width, end - row), _RESAMPLE, box=box)
-        resized.paste(part.convert(image.mode), (0, row))
-    return resized
+
+    mode: str
+    size: tuple[int, int]
+    target: tuple[int, int]
+
+    @functools.cached_property
+    def factor(self) -> int:
+        """Opaque: the whole factor; alpha: as Image.thumbnail, 2x and more too big."""
+        (width, height), (out_width, out_height) = self.size, self.target
+        if self.mode not in _PREMULTIPLIED:
+            return max(1, min(width // out_width, height // out_height))
+        scale = min(width / out_width, height / out_height)
+        return max(1, int(scale / _ALPHA_REDUCING_GAP))
+
+    @functools.cached_property
+    def scale(self) -> float:
+        """Reduced source rows per output row."""
+        return -(-self.size[1] // self.factor) / self.target[1]
+
+    @functools.cached_property
+    def halo(self) -> int:
+        """Source rows one output row can read: bicubic reaches 2 pixels out."""
+        return (2 * math.ceil(2 * max(self.scale, 1.0)) + 4) * self.factor
+
+    @functools.cached_property
+    def rows(self) -> int:
+        """Source rows per strip: a multiple of factor, well over the halo."""
+        rows = _STRIP_BYTES // (self.size[0] * len(self.mode))
+        return -(-max(rows, 2 * self.halo) // self.factor) * self.factor
+
+    def windows(self) -> Iterator[tuple[int, int]]:
+        """The (top, bottom) source rows of each strip, top to bottom."""
+        height = self.size[1]
+        top, bottom = 0, min(height, self.rows)
+        yield top, bottom
+        while bottom < height:
+            top, bottom = bottom - self.halo, min(height, bottom + self.rows)
+            yield top, bottom
+
+    def reach(self, row: int) -> int:
+        """The source row below the last one output row reads, with one to spare."""
+        center = (row + 0.5) * self.scale
+        end = int(center + 2 * max(self.scale, 1.0) + 0.5) + 1
+        return min(self.size[1], end * self.factor)
+
+    def ready(self, bottom: int) -> int:
+        """How many output rows the source rows above bottom complete."""
+        if bottom >= self.size[1]:
+            return self.target[1]
+        return bisect.bisect_right(range(self.target[1]), bottom, key=self.reach)
+
+    def shrink(self, strip: Image.Image, top: int, first: int, end: int) -> Image.Image:
+        """Output rows first to end from a strip whose first row is source row top."""
+        premultiplied = _PREMULTIPLIED.get(self.mode)
+        work = strip.convert(premultiplied) if premultiplied else strip
+        if self.factor > 1:
+            work = work.reduce(self.factor)
+        offset = top // self.factor
+        box = (0, first * self.scale - offset, work.width, end * self.scale - offset)
+        part = work.resize((self.target[0], end - first), _RESAMPLE, box=box)
+        return part.convert(self.mode) if premultiplied else part
+
+
+def _shrink_strips(
+    strips: Iterable[tuple[int, Image.Image]], plan: _ShrinkPlan
+) -> Image.Image:
+    """Assemble the target from (top row, strip) pairs that follow plan.windows()."""
+    shrunk = Image.new(plan.mode, plan.target, None)  # every row is pasted
+    done = 0
+    for top, strip in strips:
+        end = plan.ready(top + strip.height)
+        if end > done:
+            shrunk.paste(plan.shrink(strip, top, done, end), (0, done))
+            done = end
+    return shrunk
+
+
+def _cropped_strips(
+    image: Image.Image, plan: _ShrinkPlan
+) -> Iterator[tuple[int, Image.Image]]:
+    for top, bottom in plan.windows():
+        yield top, image.crop((0, top, image.width, bottom))
+
+
+# --- Decoding a plain PNG a strip at a time -----------------------------------
+
+# PNG modes whose 8-bit samples Pillow stores as they are in the file.
+_STRIP_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+def _png_idat_spans(source: _Source) -> list[tuple[int, int]] | None:
+    """The (offset, length) of each IDAT chunk's data in a plain PNG, or None.
+
+    None, and Pillow decodes the whole image, for anything but one 8-bit,
+    non-interlaced, unanimated image without tRNS, and for any chunk after the
+    IDAT chunks but IEND (trailing EXIF, XMP or text that Pillow reads only
+    while loading), or a file that ends early: Pillow reports those.
+    """
+    if source.format != "PNG" or not _plain_png(source.image):
+        return None
+    stream, spans = source.stream, []
+    position = source.image.tile[0].offset - 8
+    while True:
+        stream.seek(position)
+        header = stream.read(8)
+        if len(header) < 8:
+            return None
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"IEND":
+            return spans or None
+        if kind != b"IDAT":
+            return None
+        spans.append((position + 8, length))
+        position += length + 12  # header, data, CRC
+
+
+def _plain_png(image: Image.Image) -> bool:
+    if image.mode not in _STRIP_MODES or len(image.tile) != 1:
+        return False
+    codec, extents, _, rawmode = image.tile[0]
+    return (
+        codec == "zip"
+        and rawmode == image.mode  # 8 bits per sample, as stored
+        and tuple(extents or ()) == (0, 0, *image.size)
+        and not image.info.get("interlace")
+        and "default_image" not in image.info  # APNG
+        and "transparency" not in image.info
+        and getattr(image, "n_frames", 1) == 1
+    )
+
+
+def _png_strips(
+    stream: BinaryIO, spans: list[tuple[int, int]], plan: _ShrinkPlan
+) -> Iterator[tuple[int, Image.Image]]:
+    """Decode the PNG's rows in plan.windows(), yielding (top row, strip).
+
+    Pillow cannot start its PNG decoder mid-stream, so zlib inflates here
+    and Pillow unfilters each strip from an uncompressed zlib stream. Filters
+    read the row above: each strip starts with the rows it repeats from the
+    previous one, stored unfiltered (filter type 0).
+    """
+    mode, (width, _) = plan.mode, plan.size
+    row_bytes = width * len(mode)
+    inflater = _Inflater(stream, spans)
+    above, decoded = b"", 0
+    for top, bottom in plan.windows():
+        filtered = inflater.read((bottom - decoded) * (row_bytes + 1))
+        strip = Image.new(mode, (width, bottom - top), None)  # None: not cleared
+        strip.frombytes(_stored_zlib(above, filtered), "zip", mode)
+        yield top, strip
+        kept = strip.crop((0, strip.height - plan.halo, width, strip.height))
+        above = _unfiltered_rows(kept.tobytes(), row_bytes)
+        decoded = bottom
+
+
+def _unfiltered_rows(pixels: bytes, row_bytes: int) -> bytes:
+    """Rows as PNG scanlines with filter type 0 (none)."""
+    rows = range(0, len(pixels), row_bytes)
+    return b"".join(b"\0" + pixels[start : start + row_bytes] for start in rows)
+
+
+def _stored_zlib(*parts: bytes) -> bytes:
+    """The parts as one zlib stream of stored blocks: copied, not compressed."""
+    blocks, checksum = [b"\x78\x01"], 1
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(part), 0xFFFF):
+            block = view[start : start + 0xFFFF]
+            blocks += (struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF), block)
+        checksum = zlib.adler32(part, checksum)
+    final = b"\x01\x00\x00\xff\xff"  # an empty last block
+    return b"".join((*blocks, final, struct.pack(">I", checksum)))
+
+
+class _Inflater:
+    """The PNG's IDAT data, read and inflated on demand, never all at once."""
+
+    def __init__(self, stream: BinaryIO, spans: list[tuple[int, int]]) -> None:
+        self._pieces = _read_spans(stream, spans)
+        self._zlib = zlib.decompressobj()
+        self._pending = b""
+
+    def read(self, size: int) -> bytes:
+        """Exactly size inflated bytes; a stream that ends before is truncated."""
+        parts = []
+        while size > 0:
+            if not self._pending:
+                self._pending = next(self._pieces, b"")
+                if not self._pending or self._zlib.eof:
+                    raise OSError("image file is truncated")
+            part = self._zlib.decompress(self._pending, size)
+            self._pending = self._zlib.unconsumed_tail
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+
+def _read_spans(stream: BinaryIO, spans: list[tuple[int, int]]) -> Iterator[bytes]:
+    """The spans' bytes in pieces of about a megabyte, however small the chunks.
+
+    Inflating a megabyte gives a whole strip in one piece, where the usual
+    64 KiB IDAT chunks would give it in six pieces to join.
+    """
+    pieces, size = [], 0
+    for offset, length in spans:
+        stream.seek(offset)
+        while length > 0:
+            piece = stream.read(min(length, _READ_BYTES - size))
+            if not piece:
+                break
+            pieces.append(piece)
+            size, length = size + len(piece), length - len(piece)
+            if size >= _READ_BYTES:
+                yield b"".join(pieces)
+                pieces, size = [], 0
+    if pieces:
+        yield b"".join(pieces)
+
+
+_READ_BYTES = 1 << 20
 
 
 def _release(image: Image.Image) -> None:
@@ -777,5 +992,5 @@ def _flatten(image: Image.Image) -> Image.Image:
         return image
     base = image.mode[:-1]
     background = Image.new(base, image.size, 255 if base == "L" else (255, 255, 255))
-    background.paste(image.convert(base), mask=image.getchannel("A"))
+    background.paste(image, mask=image)  # the mask is image's alpha
     return background
