@@ -183,6 +183,28 @@ def test_script_send_recovers_from_a_forgotten_script_and_a_dropped_connection(
     assert [receive("default")["id"] for _ in range(3)] == ["1", "2", "3"]
 
 
+def test_the_procfile_worker_serves_every_channels_queue(start_process, settings):
+    # Given the worker `make run` starts
+    process = start_process("worker")
+    wait_for(
+        lambda: "listening on" in process.output() or not process.alive(),
+        timeout=30,
+        message="the Procfile worker to listen",
+    )
+    # When a task is enqueued on each queue of each Channels backend
+    results = [
+        tasks.add.using(backend=alias, queue_name=queue).enqueue(2, 3)
+        for alias, config in settings.TASKS.items()
+        if config["BACKEND"] == "tasks.backends.ChannelsBackend"
+        for queue in config["QUEUES"]
+    ]
+    # Then it runs them all (a task on a queue nobody serves would wait forever)
+    assert len(results) >= 2
+    assert [wait_finished(result).return_value for result in results] == [5] * len(
+        results
+    )
+
+
 def test_one_worker_serves_several_queues(worker):
     worker("thumbnailer", "default")
     first = tasks.add.using(queue_name="thumbnailer").enqueue(1, 2)
