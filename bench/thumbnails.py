@@ -184,7 +184,10 @@ def run_pyvips(path: Path) -> Outputs:
             pixels = current.width * current.height
             options = pipeline._webp_options(spec.quality, pixels, current.hasalpha())
             data = current.webpsave_buffer(
-                Q=options["quality"], effort=options["method"], keep=keep
+                Q=options["quality"],
+                effort=options["method"],
+                alpha_q=options.get("alpha_quality", 100),
+                keep=keep,
             )
         outputs[f"{spec.size}.{spec.format}"] = data
     return outputs
