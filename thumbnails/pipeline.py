@@ -384,9 +384,17 @@ def _unsupported_message(fmt: str | None, formats: tuple[str, ...]) -> str:
 
 def _too_large_message(size: int, max_bytes: int) -> str:
     return (
-        f"The file is {size / 2**20:.1f} MB; "
-        f"the largest accepted upload is {max_bytes / 2**20:.1f} MB."
+        f"The file is {_human_bytes(size)}; "
+        f"the largest accepted upload is {_human_bytes(max_bytes)}."
     )
+
+
+def _human_bytes(count: int) -> str:
+    if count >= 2**20:
+        return f"{count / 2**20:.1f} MB"
+    if count >= 2**10:
+        return f"{count / 2**10:.1f} KB"
+    return f"{count} bytes"
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:

@@ -28,14 +28,9 @@ def accept_upload(upload: UploadedFile, owner, *, webhook_url: str = "") -> Imag
 
     Raises pipeline.ImageRejected (nothing stored) when the file is refused.
     """
-    limits = conf.limits()
-    if upload.size is not None and upload.size > limits["max_bytes"]:
-        raise pipeline.FileTooLarge(
-            f"The file is {upload.size / 1_048_576:.1f} MB; the limit is "
-            f"{limits['max_bytes'] / 1_048_576:.0f} MB."
-        )
     upload.seek(0)
-    info = pipeline.inspect(upload, **limits)
+    # Checks the byte limit first (from the upload's size, nothing read).
+    info = pipeline.inspect(upload, **conf.limits())
     digest = _sha256(upload)
     image = Image(
         owner=owner,

@@ -163,7 +163,7 @@ def test_too_large_is_413(as_alice, settings, media_root):
     response = post_image(as_alice)
     assert response.status_code == 413, response.content
     assert response.json()["code"] == "file_too_large"
-    assert "the limit is" in response.json()["file"][0]
+    assert "the largest accepted upload is 1.0 KB" in response.json()["file"][0]
     assert Image.objects.count() == 0
     assert stored_files(media_root) == before
 
