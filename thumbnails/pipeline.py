@@ -26,13 +26,14 @@ import math
 import os
 import re
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+
+from thumbnails import png_strips
 
 logger = logging.getLogger(__name__)
 
@@ -529,7 +530,7 @@ def _decode_shrunk(
     else is decoded whole and then shrunk.
     """
     image = source.image
-    spans = _png_idat_spans(source)
+    spans = png_strips.idat_spans(source.image, source.stream)
     if source.format != "JPEG" and spans is None:
         image.load()  # Pillow reads a PNG's trailing EXIF, XMP, text while loading
     orientation = _orientation(image)
@@ -537,7 +538,10 @@ def _decode_shrunk(
     target = _oriented(_fit(full, bound), orientation)
     if spans is not None and target != image.size:
         plan = _ShrinkPlan(image.mode, image.size, target)
-        work = _shrink_strips(_png_strips(source.stream, spans, plan), plan)
+        strips = png_strips.decode(
+            source.stream, spans, plan.mode, plan.size[0], plan.windows(), plan.halo
+        )
+        work = _shrink_strips(strips, plan)
         return work, orientation, full
     if source.format == "JPEG" and target != image.size:
         image.draft(None, target)
@@ -747,144 +751,6 @@ def _cropped_strips(
 ) -> Iterator[tuple[int, Image.Image]]:
     for top, bottom in plan.windows():
         yield top, image.crop((0, top, image.width, bottom))
-
-
-# --- Decoding a plain PNG a strip at a time -----------------------------------
-
-# PNG modes whose 8-bit samples Pillow stores as they are in the file.
-_STRIP_MODES = ("L", "LA", "RGB", "RGBA")
-
-
-def _png_idat_spans(source: _Source) -> list[tuple[int, int]] | None:
-    """The (offset, length) of each IDAT chunk's data in a plain PNG, or None.
-
-    None, and Pillow decodes the whole image, for anything but one 8-bit,
-    non-interlaced, unanimated image without tRNS, and for any chunk after the
-    IDAT chunks but IEND (trailing EXIF, XMP or text that Pillow reads only
-    while loading), or a file that ends early: Pillow reports those.
-    """
-    if source.format != "PNG" or not _plain_png(source.image):
-        return None
-    stream, spans = source.stream, []
-    position = source.image.tile[0].offset - 8
-    while True:
-        stream.seek(position)
-        header = stream.read(8)
-        if len(header) < 8:
-            return None
-        length, kind = struct.unpack(">I4s", header)
-        if kind == b"IEND":
-            return spans or None
-        if kind != b"IDAT":
-            return None
-        spans.append((position + 8, length))
-        position += length + 12  # header, data, CRC
-
-
-def _plain_png(image: Image.Image) -> bool:
-    if image.mode not in _STRIP_MODES or len(image.tile) != 1:
-        return False
-    codec, extents, _, rawmode = image.tile[0]
-    return (
-        codec == "zip"
-        and rawmode == image.mode  # 8 bits per sample, as stored
-        and tuple(extents or ()) == (0, 0, *image.size)
-        and not image.info.get("interlace")
-        and "default_image" not in image.info  # APNG
-        and "transparency" not in image.info
-        and getattr(image, "n_frames", 1) == 1
-    )
-
-
-def _png_strips(
-    stream: BinaryIO, spans: list[tuple[int, int]], plan: _ShrinkPlan
-) -> Iterator[tuple[int, Image.Image]]:
-    """Decode the PNG's rows in plan.windows(), yielding (top row, strip).
-
-    Pillow cannot start its PNG decoder mid-stream, so zlib inflates here
-    and Pillow unfilters each strip from an uncompressed zlib stream. Filters
-    read the row above: each strip starts with the rows it repeats from the
-    previous one, stored unfiltered (filter type 0).
-    """
-    mode, (width, _) = plan.mode, plan.size
-    row_bytes = width * len(mode)
-    inflater = _Inflater(stream, spans)
-    above, decoded = b"", 0
-    for top, bottom in plan.windows():
-        filtered = inflater.read((bottom - decoded) * (row_bytes + 1))
-        strip = Image.new(mode, (width, bottom - top), None)  # None: not cleared
-        strip.frombytes(_stored_zlib(above, filtered), "zip", mode)
-        yield top, strip
-        kept = strip.crop((0, strip.height - plan.halo, width, strip.height))
-        above = _unfiltered_rows(kept.tobytes(), row_bytes)
-        decoded = bottom
-
-
-def _unfiltered_rows(pixels: bytes, row_bytes: int) -> bytes:
-    """Rows as PNG scanlines with filter type 0 (none)."""
-    rows = range(0, len(pixels), row_bytes)
-    return b"".join(b"\0" + pixels[start : start + row_bytes] for start in rows)
-
-
-def _stored_zlib(*parts: bytes) -> bytes:
-    """The parts as one zlib stream of stored blocks: copied, not compressed."""
-    blocks, checksum = [b"\x78\x01"], 1
-    for part in parts:
-        view = memoryview(part)
-        for start in range(0, len(part), 0xFFFF):
-            block = view[start : start + 0xFFFF]
-            blocks += (struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF), block)
-        checksum = zlib.adler32(part, checksum)
-    final = b"\x01\x00\x00\xff\xff"  # an empty last block
-    return b"".join((*blocks, final, struct.pack(">I", checksum)))
-
-
-class _Inflater:
-    """The PNG's IDAT data, read and inflated on demand, never all at once."""
-
-    def __init__(self, stream: BinaryIO, spans: list[tuple[int, int]]) -> None:
-        self._pieces = _read_spans(stream, spans)
-        self._zlib = zlib.decompressobj()
-        self._pending = b""
-
-    def read(self, size: int) -> bytes:
-        """Exactly size inflated bytes; a stream that ends before is truncated."""
-        parts = []
-        while size > 0:
-            if not self._pending:
-                self._pending = next(self._pieces, b"")
-                if not self._pending or self._zlib.eof:
-                    raise OSError("image file is truncated")
-            part = self._zlib.decompress(self._pending, size)
-            self._pending = self._zlib.unconsumed_tail
-            parts.append(part)
-            size -= len(part)
-        return b"".join(parts)
-
-
-def _read_spans(stream: BinaryIO, spans: list[tuple[int, int]]) -> Iterator[bytes]:
-    """The spans' bytes in pieces of about a megabyte, however small the chunks.
-
-    Inflating a megabyte gives a whole strip in one piece, where the usual
-    64 KiB IDAT chunks would give it in six pieces to join.
-    """
-    pieces, size = [], 0
-    for offset, length in spans:
-        stream.seek(offset)
-        while length > 0:
-            piece = stream.read(min(length, _READ_BYTES - size))
-            if not piece:
-                break
-            pieces.append(piece)
-            size, length = size + len(piece), length - len(piece)
-            if size >= _READ_BYTES:
-                yield b"".join(pieces)
-                pieces, size = [], 0
-    if pieces:
-        yield b"".join(pieces)
-
-
-_READ_BYTES = 1 << 20
 
 
 def _release(image: Image.Image) -> None:

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from thumbnails import pipeline
+from thumbnails import pipeline, png_strips
 from thumbnails.pipeline import DEFAULT_SPECS, CorruptImage, Spec, render
 
 # Every one smaller than the test images, which are decoded only to shrink
@@ -84,8 +84,11 @@ def test_strips_hold_the_rows_of_a_whole_decode(mode, size):
     plan = pipeline._ShrinkPlan(mode, size, pipeline._fit(size, 160))
     # When it is decoded in strips
     with pipeline._open_image(data, ("PNG",), 10**8, 10**8) as source:
-        spans = pipeline._png_idat_spans(source)
-        strips = list(pipeline._png_strips(source.stream, spans, plan))
+        spans = png_strips.idat_spans(source.image, source.stream)
+        windows = plan.windows()
+        strips = list(
+            png_strips.decode(source.stream, spans, mode, size[0], windows, plan.halo)
+        )
     # Then the strips are the plan's windows, each row as Pillow decodes it
     assert [(top, top + strip.height) for top, strip in strips] == list(plan.windows())
     assert len(strips) > 1
@@ -101,9 +104,9 @@ def test_strips_render_as_a_whole_decode(mode, size, monkeypatch):
     data = png(picture(mode, size))
     whole = with_trailing_text(data)
     strips = []
-    decode = pipeline._png_strips
+    decode = png_strips.decode
     monkeypatch.setattr(
-        pipeline, "_png_strips", lambda *args: strips.append(1) or decode(*args)
+        png_strips, "decode", lambda *args: strips.append(1) or decode(*args)
     )
     # When both are rendered
     in_strips = list(render(data, SPECS))
