@@ -157,15 +157,20 @@ def inspect(
     """Validate an upload and describe it, or raise an `ImageRejected`.
 
     Beyond the header checks the first frame is really decoded (JPEG at 1/8
-    scale, which still reads every byte) so that truncated and corrupt files
-    are refused at upload time rather than failing later in a worker.
+    scale, which still reads every byte; a plain PNG a strip at a time) so
+    that truncated and corrupt files are refused at upload time rather than
+    failing later in a worker.
     """
     with _open_image(fileobj, tuple(formats), max_pixels, max_bytes) as source:
         with _translate_errors():
             image = source.image
-            if source.format == "JPEG":
-                image.draft(None, (1, 1))
-            image.load()
+            spans = png_strips.idat_spans(image, source.stream)
+            if spans is not None:
+                png_strips.check(source.stream, spans, image.mode, image.size)
+            else:
+                if source.format == "JPEG":
+                    image.draft(None, (1, 1))
+                image.load()
             orientation = _orientation(image)
         width, height = _oriented(source.size, orientation)
         return ImageInfo(

@@ -152,23 +152,54 @@ def test_orientation_before_the_pixels_is_applied():
     assert red > 200 and blue < 60
 
 
-def test_pixel_data_that_ends_early_is_refused_as_truncated():
+def first_rendition(data: bytes) -> None:
+    next(render(data))
+
+
+def inspected(data: bytes) -> None:
+    pipeline.inspect(data)
+
+
+# Upload-time inspection and the worker's render both decode in strips.
+each_entry_point = pytest.mark.parametrize(
+    "decode", [inspected, first_rendition], ids=["inspect", "render"]
+)
+
+
+def test_inspect_checks_a_plain_png_a_strip_at_a_time(monkeypatch):
+    # Given a plain RGBA PNG
+    data = png(picture("RGBA", (1200, 900)))
+    calls = []
+    decode = png_strips.decode
+    monkeypatch.setattr(
+        png_strips, "decode", lambda *args, **kw: calls.append(1) or decode(*args, **kw)
+    )
+    # When it is inspected / Then it was decoded in strips, and described
+    info = pipeline.inspect(data)
+    assert calls == [1]
+    assert (info.width, info.height, info.has_alpha) == (1200, 900, True)
+
+
+@each_entry_point
+def test_pixel_data_that_ends_early_is_refused_as_truncated(decode):
     # Given a PNG whose chunks are whole but whose pixel data stops halfway
     data = with_idat(png(picture("RGBA", (400, 300))), lambda z: z[: len(z) // 2])
-    # When it is rendered / Then it is refused as truncated, before any output
+    # When it is decoded / Then it is refused as truncated, before any output
     with pytest.raises(CorruptImage, match="truncated"):
-        next(render(data))
+        decode(data)
 
 
-def test_damaged_pixel_data_is_refused():
+@each_entry_point
+def test_damaged_pixel_data_is_refused(decode):
     # Given a PNG whose compressed pixels do not start as a zlib stream
     data = with_idat(png(picture("RGB", (400, 300))), lambda z: b"\0" + z[1:])
-    # When it is rendered / Then it is refused as corrupt
+    # When it is decoded / Then it is refused as corrupt
     with pytest.raises(CorruptImage, match="damaged"):
-        next(render(data))
+        decode(data)
 
 
-def test_an_unknown_row_filter_is_refused():
+@each_entry_point
+def test_an_unknown_row_filter_is_refused(decode):
     # Given a PNG whose 100th row names filter type 9, which does not exist
     image = picture("RGB", (400, 300))
     rows = image.tobytes()
@@ -178,14 +209,15 @@ def test_an_unknown_row_filter_is_refused():
         for y in range(300)
     )
     data = with_idat(png(image), lambda _: zlib.compress(scanlines))
-    # When it is rendered / Then it is refused as corrupt
+    # When it is decoded / Then it is refused as corrupt
     with pytest.raises(CorruptImage, match="damaged"):
-        next(render(data))
+        decode(data)
 
 
-def test_a_file_cut_inside_its_pixels_is_refused_as_truncated():
+@each_entry_point
+def test_a_file_cut_inside_its_pixels_is_refused_as_truncated(decode):
     # Given a PNG file cut in half
     data = png(picture("RGBA", (400, 300)))
-    # When it is rendered / Then it is refused as truncated
+    # When it is decoded / Then it is refused as truncated
     with pytest.raises(CorruptImage, match="truncated"):
-        next(render(data[: len(data) // 2]))
+        decode(data[: len(data) // 2])
