@@ -1,10 +1,10 @@
-"""The task record's hot statements, with their SQL built once per connection.
+"""The task record's hot statements, with their SQL built once per process.
 
 Every enqueue inserts a record and every run claims and finishes one. Through
 the ORM each of those statements is built, compiled and its row converted
 anew, which cost more than the database work itself and was most of a no-op
 task's time. Here the SQL text and the column converters are made once per
-database connection and reused; values still go through each field's own
+database alias and reused; values still go through each field's own
 ``get_db_prep_save`` and ``from_db_value``, so the stored data is exactly
 what the ORM would store.
 
