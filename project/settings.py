@@ -171,6 +171,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_IMPORTS = ["tasks.celery_tasks"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Celery's Django fixup closes every database connection before and after each
+# task unless told to reuse them: a new SQLite connection per task was most of
+# a guaranteed no-op's cost. tasks.celery_tasks checks connections before each
+# task instead, as Django does before each request (CONN_MAX_AGE, health checks).
+CELERY_DB_REUSE_MAX = 1000
 # The reconciler re-sends work of dead workers long before this; it only
 # bounds how long Redis keeps an unacknowledged message.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

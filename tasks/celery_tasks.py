@@ -13,7 +13,8 @@ import os
 import socket
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import task_prerun, worker_process_init
+from django.db import close_old_connections
 
 from tasks import execution
 from tasks.models import Status, TaskRecord
@@ -61,6 +62,14 @@ def _keep_connections(**kwargs) -> None:
     from tasks.worker import keep_database_connections
 
     keep_database_connections()
+
+
+@task_prerun.connect
+def _check_connections(sender=None, **kwargs) -> None:
+    """Drop broken or aged connections before each task (settings say why
+    Celery's own closing is turned down)."""
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
 
 
 def _worker_id() -> str:

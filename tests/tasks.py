@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from django.db.backends.signals import connection_created
 from django.tasks import task
 
 from tasks.progress import report_progress
@@ -105,3 +106,20 @@ def g_slow_record_run(path: str, key: str, seconds: float, started: str = "") ->
     time.sleep(seconds)
     _mark(path, f"{key} {os.getpid()}")
     return key
+
+
+# Database connections this process opened, for tests of connection reuse.
+_connections_opened = []
+
+
+def _count_connection(sender, connection, **kwargs) -> None:
+    _connections_opened.append(connection.alias)
+
+
+connection_created.connect(_count_connection)
+
+
+@task(backend="guaranteed", queue_name="default")
+def g_connections_opened() -> list:
+    """(pid, connections opened so far) in the worker that runs it."""
+    return [os.getpid(), len(_connections_opened)]

@@ -22,6 +22,20 @@ def test_enqueue_runs_on_celery_and_returns_its_value(celery_worker):
     assert result.worker_ids[0].startswith("celery@")
 
 
+def test_the_worker_keeps_its_database_connection_across_tasks(celery_worker):
+    # Given a Celery worker (one pool process) that has run a task
+    celery_worker()
+    first = wait_finished(tasks.g_connections_opened.enqueue(), timeout=60)
+    # When it runs more
+    later = [
+        wait_finished(tasks.g_connections_opened.enqueue(), timeout=60)
+        for _ in range(3)
+    ]
+    # Then they ran in the same process on the connection it had opened
+    # (Celery's fixup would open a new one for every task)
+    assert [r.return_value for r in later] == [first.return_value] * 3
+
+
 def test_exception_marks_failed_with_traceback(celery_worker):
     celery_worker()
     result = wait_finished(tasks.g_explode.enqueue("kaput"), timeout=60)
