@@ -54,11 +54,16 @@ async def arun(record_id: str, worker_id: str) -> Outcome:
     A sync task is claimed, run and recorded in one worker thread (one thread
     hop per task); a coroutine task is claimed there, then runs on this loop.
     """
-    record = await sync_to_async(_claim_and_run_sync, thread_sensitive=False)(
+    record = await sync_to_async(claim_and_run_sync, thread_sensitive=False)(
         record_id, worker_id
     )
     if isinstance(record, Outcome):
         return record
+    return await arun_claimed(record)
+
+
+async def arun_claimed(record: TaskRecord) -> Outcome:
+    """Run a claimed coroutine task on this loop and record its outcome."""
     await events.apublish(record)
     with heartbeats.beating(record), running(record):
         value, error = await _acall(record)
@@ -126,8 +131,9 @@ class Heartbeats:
 heartbeats = Heartbeats()
 
 
-def _claim_and_run_sync(record_id: str, worker_id: str) -> Outcome | TaskRecord:
-    """Claim; run it here if it is a sync task, else hand it back to the loop."""
+def claim_and_run_sync(record_id: str, worker_id: str) -> Outcome | TaskRecord:
+    """Claim; run it here if it is a sync task, else hand the claimed record
+    back for the event loop to run (``arun_claimed``)."""
     record = _claim(record_id, worker_id)
     if record is None:
         return Outcome(record_id, "skipped")

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 
+import redis
 from channels_redis.core import RedisChannelLayer
-from redis import asyncio as aioredis
+
+# How long a pop waits for a message before it returns empty-handed (so a
+# slot's thread can see a stop), and how much longer its reply may take.
+POP_WAIT = 1.0
+POP_MARGIN = 5.0
 
 
 def receiver_for(layer, queues: list[str]):
@@ -23,14 +28,17 @@ def receiver_for(layer, queues: list[str]):
 
 
 class DirectReceiver:
+    """Pops from a slot's own thread (``pop``): one thread hop per task, the
+    wait included, instead of an await on the loop and then a hop to run it."""
+
+    blocking = True
+
     def __init__(self, layer: RedisChannelLayer, queues: list[str]) -> None:
         host = dict(layer.hosts[0])
-        host["socket_timeout"] = None  # blocks until a message comes
+        host["socket_timeout"] = POP_WAIT + POP_MARGIN
         address = host.pop("address", None)
         self._client = (
-            aioredis.Redis.from_url(address, **host)
-            if address
-            else aioredis.Redis(**host)
+            redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
         )
         self._keys = [layer.prefix + queue for queue in queues]
         self._layer = layer
@@ -44,16 +52,22 @@ class DirectReceiver:
             and not any("!" in queue for queue in queues)
         )
 
-    async def receive(self) -> list[dict]:
-        _key, member, _score = await self._client.bzpopmin(self._keys, timeout=0)
+    def pop(self) -> list[dict]:
+        """At most one message, waiting up to POP_WAIT seconds (blocking)."""
+        popped = self._client.bzpopmin(self._keys, timeout=POP_WAIT)
+        if popped is None:
+            return []
+        _key, member, _score = popped
         return [self._layer.deserialize(member)]
 
     async def close(self) -> None:
-        await self._client.aclose()
+        self._client.close()
 
 
 class LayerReceiver:
     """The layer's own receive, raced across queues."""
+
+    blocking = False
 
     def __init__(self, layer, queues: list[str]) -> None:
         self._layer = layer

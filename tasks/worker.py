@@ -4,6 +4,10 @@ Unlike the stock Channels worker, which drains a channel into an unbounded
 in-memory queue (one process hoards, a crash loses the buffer, a handler that
 raises drops everything behind it), this worker takes a message only when it
 has a free slot: a process holds at most ``concurrency`` messages.
+
+Each slot has a thread. With the direct Redis receiver a slot's thread pops,
+claims and runs a sync task in one go (one hop from the event loop per
+task); coroutine tasks run on the event loop, which also handles signals.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import os
 import signal
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connections
 
 from tasks import execution
+from tasks.models import TaskRecord
 from tasks.receivers import receiver_for
 
 logger = logging.getLogger(__name__)
@@ -48,9 +55,14 @@ class Worker:
         keep_database_connections()
         asyncio.run(self.serve())
 
+    def _executor(self) -> ThreadPoolExecutor:
+        """A thread per slot (asyncio's default pool has min(32, CPUs + 4))."""
+        return ThreadPoolExecutor(self.concurrency, thread_name_prefix="task-slot")
+
     async def serve(self) -> None:
         """Serve until stopped by a signal (or :meth:`stop`)."""
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(self._executor())
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         logger.info(
@@ -71,7 +83,8 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Take no new messages; running tasks finish."""
+        """Take no new messages; running tasks finish. (A slot waiting in a
+        blocking pop sees this within receivers.POP_WAIT.)"""
         self._stopping = True
         for waiter in list(self._waiting):
             waiter.cancel()
@@ -89,22 +102,56 @@ class Worker:
         self.stop()
 
     async def _slot(self, receiver) -> None:
+        take = self._take_in_thread if receiver.blocking else self._take_on_loop
         delay = BACKOFF_START
         while not self._stopping:
             try:
-                messages = await self._receive(receiver)
+                await take(receiver)
             except asyncio.CancelledError:
                 if self._stopping:
                     return
                 raise
-            except Exception as error:
-                logger.warning("Receive failed (%s); retrying in %.1f s", error, delay)
+            except ReceiveFailed as failure:
+                logger.warning(
+                    "Receive failed (%s); retrying in %.1f s", failure, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             delay = BACKOFF_START
-            for message in messages:
-                await self._handle(message)
+
+    async def _take_in_thread(self, receiver) -> None:
+        """Pop, claim and run a sync task in one hop to the slot's thread."""
+        for result in await self._in_thread(self._take, receiver):
+            if isinstance(result, TaskRecord):  # a coroutine task: this loop runs it
+                result = await self._guarded(execution.arun_claimed(result), result.id)
+            self._count(result)
+
+    def _take(self, receiver) -> list[execution.Outcome | TaskRecord | None]:
+        """In a slot's thread: wait (up to POP_WAIT) for a message, claim it,
+        and run it if it is a sync task."""
+        try:
+            messages = receiver.pop()
+        except Exception as error:
+            raise ReceiveFailed(error) from error
+        results = []
+        for message in messages:
+            record_id = _record_id(message)
+            if record_id is None:
+                continue
+            try:
+                results.append(execution.claim_and_run_sync(record_id, self.worker_id))
+            except Exception:
+                _log_failure(record_id)
+        return results
+
+    async def _take_on_loop(self, receiver) -> None:
+        """Await the layer's own receive, then run each message (one hop each)."""
+        for message in await self._receive(receiver):
+            record_id = _record_id(message)
+            if record_id is not None:
+                run = execution.arun(record_id, self.worker_id)
+                self._count(await self._guarded(run, record_id))
 
     async def _receive(self, receiver) -> list[dict]:
         """Wait for the next message; only called with a free slot."""
@@ -112,25 +159,51 @@ class Worker:
         self._waiting.add(waiter)
         try:
             return await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise ReceiveFailed(error) from error
         finally:
             self._waiting.discard(waiter)
 
-    async def _handle(self, message: dict) -> None:
-        record_id = message.get("id")
-        if message.get("type") != "task.run" or not isinstance(record_id, str):
-            logger.warning("Ignoring a message that is not a task.run: %r", message)
-            return
+    @staticmethod
+    async def _guarded(run, record_id: str) -> execution.Outcome | None:
         try:
-            outcome = await execution.arun(record_id, self.worker_id)
+            return await run
         except Exception:
             # A broken record or database hiccup: logged, the worker goes on,
             # and the reconciler retries the record if it is still pending.
-            logger.exception("Could not run task id=%s", record_id)
+            _log_failure(record_id)
+            return None
+
+    @staticmethod
+    async def _in_thread(func, *args):
+        return await sync_to_async(func, thread_sensitive=False)(*args)
+
+    def _count(self, outcome: execution.Outcome | None) -> None:
+        if outcome is None or outcome.status == "skipped":
             return
-        if outcome.status != "skipped":
-            self.processed += 1
+        self.processed += 1
         if outcome.retry_at is not None:
-            logger.info("Task id=%s will retry at %s", record_id, outcome.retry_at)
+            logger.info(
+                "Task id=%s will retry at %s", outcome.record_id, outcome.retry_at
+            )
+
+
+class ReceiveFailed(Exception):
+    """Waiting for a message failed (Redis down?): the slot backs off."""
+
+
+def _record_id(message: dict) -> str | None:
+    record_id = message.get("id")
+    if message.get("type") != "task.run" or not isinstance(record_id, str):
+        logger.warning("Ignoring a message that is not a task.run: %r", message)
+        return None
+    return record_id
+
+
+def _log_failure(record_id: str) -> None:
+    logger.exception("Could not run task id=%s", record_id)
 
 
 def keep_database_connections() -> None:

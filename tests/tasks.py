@@ -51,6 +51,19 @@ def slow_record_run(path: str, key: str, seconds: float, started: str = "") -> s
 
 
 @task(queue_name="default")
+def meet(path: str, key: str, count: int, timeout: float = 30.0) -> int:
+    """Mark ``path``, then wait until ``count`` tasks have: only tasks that run
+    at the same time all meet."""
+    _mark(path, key)
+    deadline = time.monotonic() + timeout
+    while len(runs(path)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(runs(path))} of {count} met")
+        time.sleep(0.01)
+    return count
+
+
+@task(queue_name="default")
 def explode(message: str) -> None:
     raise ValueError(message)
 

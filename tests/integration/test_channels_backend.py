@@ -1,5 +1,7 @@
 """ChannelsBackend end to end: in-process enqueue, real runworker processes."""
 
+import asyncio
+import os
 from datetime import timedelta
 
 import pytest
@@ -106,6 +108,49 @@ def test_run_after_is_honoured(worker, reconciler, tmp_path):
     wait_finished(result)
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.started_at >= due
+
+
+def test_every_slot_runs_a_task_at_once(worker, tmp_path):
+    # Given one worker with more slots than asyncio's default thread pool
+    # has threads on this machine (min(32, CPUs + 4))
+    slots = min(32, (os.cpu_count() or 1) + 4) + 2
+    worker("default", concurrency=slots)
+    # When as many tasks are queued, each waiting until all have started
+    marker = str(tmp_path / "met")
+    results = [tasks.meet.enqueue(marker, str(n), slots) for n in range(slots)]
+    # Then all ran at the same time and met
+    for result in results:
+        assert wait_finished(result, timeout=60).status == TaskResultStatus.SUCCESSFUL
+
+
+def test_another_layer_is_read_through_its_own_receive(redis_server, monkeypatch):
+    # Given a worker (in this process) on a layer it cannot pop directly,
+    # as with a customised or non-Redis layer
+    from asgiref.sync import sync_to_async
+
+    from tasks import receivers
+    from tasks.worker import Worker
+
+    monkeypatch.setattr(receivers.DirectReceiver, "usable", lambda *args: False)
+    worker = Worker(["default"], concurrency=2)
+    results = []
+
+    def enqueue_and_wait():
+        results.extend([tasks.add.enqueue(1, 2), tasks.async_add.enqueue(3, 4)])
+        for result in results:
+            wait_finished(result)
+
+    async def scenario():
+        serving = asyncio.ensure_future(worker.serve())
+        await sync_to_async(enqueue_and_wait)()
+        worker.stop()
+        await asyncio.wait_for(serving, timeout=10)
+
+    # When it serves a sync and a coroutine task, then is stopped
+    asyncio.run(scenario())
+    # Then both ran, through the layer's receive, and it stopped
+    assert [result.return_value for result in results] == [3, 7]
+    assert worker.processed == 2
 
 
 def test_duplicate_message_runs_once(worker, tmp_path):
