@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-import redis
 from channels_redis.core import RedisChannelLayer
+
+from tasks.transport import layer_client
 
 # How long a pop waits for a message before it returns empty-handed (so a
 # slot's thread can see a stop), and how much longer its reply may take.
@@ -34,12 +35,7 @@ class DirectReceiver:
     blocking = True
 
     def __init__(self, layer: RedisChannelLayer, queues: list[str]) -> None:
-        host = dict(layer.hosts[0])
-        host["socket_timeout"] = POP_WAIT + POP_MARGIN
-        address = host.pop("address", None)
-        self._client = (
-            redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
-        )
+        self._client = layer_client(layer, socket_timeout=POP_WAIT + POP_MARGIN)
         self._keys = [layer.prefix + queue for queue in queues]
         self._layer = layer
 

@@ -44,6 +44,13 @@ def send(channel: str, message: dict) -> None:
         _run(_send(channel, message))
 
 
+def layer_client(layer: RedisChannelLayer, **options) -> redis.Redis:
+    """A sync Redis client for the layer's (single) host, ``options`` on top."""
+    host = {**layer.hosts[0], **options}
+    address = host.pop("address", None)
+    return redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
+
+
 def group_send(group: str, message: dict) -> None:
     """Send to a group; a failure is logged, never raised (events are best-effort)."""
     try:
@@ -154,15 +161,8 @@ class _ScriptSender:
         key = (os.getpid(), repr(layer.hosts[0]))
         connections = cls._local.__dict__.setdefault("connections", {})
         if key not in connections:
-            host = dict(layer.hosts[0])
-            host.update(
-                socket_timeout=SEND_TIMEOUT, socket_connect_timeout=SEND_TIMEOUT
-            )
-            address = host.pop("address", None)
-            client = (
-                redis.Redis.from_url(address, **host)
-                if address
-                else redis.Redis(**host)
+            client = layer_client(
+                layer, socket_timeout=SEND_TIMEOUT, socket_connect_timeout=SEND_TIMEOUT
             )
             # Owned by this thread alone; connects on first use.
             connections[key] = client.connection_pool.make_connection()

@@ -706,12 +706,7 @@ class _ShrinkPlan:
 
     def windows(self) -> Iterator[tuple[int, int]]:
         """The (top, bottom) source rows of each strip, top to bottom."""
-        height = self.size[1]
-        top, bottom = 0, min(height, self.rows)
-        yield top, bottom
-        while bottom < height:
-            top, bottom = bottom - self.halo, min(height, bottom + self.rows)
-            yield top, bottom
+        return png_strips.windows(self.size[1], self.rows, self.halo)
 
     def reach(self, row: int) -> int:
         """The source row below the last one output row reads, with one to spare."""

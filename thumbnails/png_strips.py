@@ -83,6 +83,16 @@ def decode(
         decoded = bottom
 
 
+def windows(height: int, rows: int, overlap: int) -> Iterator[tuple[int, int]]:
+    """(top, bottom) rows of strips of ``rows`` new rows each, every strip after
+    the first starting ``overlap`` rows above the previous one's bottom."""
+    top, bottom = 0, min(height, rows)
+    yield top, bottom
+    while bottom < height:
+        top, bottom = bottom - overlap, min(height, bottom + rows)
+        yield top, bottom
+
+
 def check(
     stream: BinaryIO, spans: list[Span], mode: str, size: tuple[int, int]
 ) -> None:
@@ -90,10 +100,7 @@ def check(
     decode would raise for a damaged file, in a few MiB instead of all of it."""
     width, height = size
     rows = max(2, _CHECK_BYTES // (width * len(mode)))
-    windows = [
-        (max(0, top - 1), min(height, top + rows)) for top in range(0, height, rows)
-    ]
-    for _ in decode(stream, spans, mode, width, windows, overlap=1):
+    for _ in decode(stream, spans, mode, width, windows(height, rows, 1), overlap=1):
         pass
 
 
