@@ -151,12 +151,7 @@ def worker(start_process) -> Callable[..., ManagedProcess]:
             *(queues or ("default",)),
         ]
         process = start_process(name, [*argv, "--concurrency", str(concurrency)])
-        wait_for(
-            lambda: "listening on" in process.output() or not process.alive(),
-            timeout=30,
-            message="the worker to listen",
-        )
-        assert process.alive(), process.output()
+        process.wait_ready("listening on", timeout=30, message="the worker to listen")
         return process
 
     return start
@@ -173,12 +168,9 @@ def celery_worker(start_process) -> Callable[..., ManagedProcess]:
             "--without-heartbeat", "-Q", "default",
         ]  # fmt: skip
         process = start_process(name, argv, **env)
-        wait_for(
-            lambda: " ready." in process.output() or not process.alive(),
-            timeout=60,
-            message="the Celery worker to be ready",
+        process.wait_ready(
+            " ready.", timeout=60, message="the Celery worker to be ready"
         )
-        assert process.alive(), process.output()
         return process
 
     return start

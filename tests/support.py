@@ -74,6 +74,15 @@ class ManagedProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def wait_ready(self, text: str, *, timeout: float, message: str) -> None:
+        """Wait until the output shows ``text``; fail if the process dies first."""
+        wait_for(
+            lambda: text in self.output() or not self.alive(),
+            timeout=timeout,
+            message=message,
+        )
+        assert self.alive(), self.output()
+
     def signal(self, signum: int) -> None:
         if self.alive():
             os.kill(self.pid, signum)

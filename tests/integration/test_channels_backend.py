@@ -231,11 +231,7 @@ def test_script_send_recovers_from_a_forgotten_script_and_a_dropped_connection(
 def test_the_procfile_worker_serves_every_channels_queue(start_process, settings):
     # Given the worker `make run` starts
     process = start_process("worker")
-    wait_for(
-        lambda: "listening on" in process.output() or not process.alive(),
-        timeout=30,
-        message="the Procfile worker to listen",
-    )
+    process.wait_ready("listening on", timeout=30, message="the Procfile worker")
     # When a task is enqueued on each queue of each Channels backend
     results = [
         tasks.add.using(backend=alias, queue_name=queue).enqueue(2, 3)
