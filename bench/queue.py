@@ -43,16 +43,14 @@ import math  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 from bench import queue_peers  # noqa: E402
 from bench.queue_peers import DONE_KEY, LATENCY_KEY, RAW_CHANNEL  # noqa: E402
 from project.redis_server import RedisServer, free_port  # noqa: E402
+from tests.support import ManagedProcess, wait_for  # noqa: E402
 
 logger = logging.getLogger("bench.queue")
 
@@ -68,60 +66,6 @@ PLAIN_CELERY = "plain Celery @shared_task"
 CELERY_DB = "Celery + db results"
 DRAMATIQ = "Dramatiq"
 OURS_1 = "ChannelsBackend 1 worker"
-
-
-# --- Processes ------------------------------------------------------------------
-
-
-class Process:
-    """A worker subprocess this bench started; stopped by its PID (and group)."""
-
-    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path):
-        self.name = name
-        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.popen = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        logger.info("Started %s (pid %s): %s", name, self.popen.pid, " ".join(argv))
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited: {self.output()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait, then SIGKILL its process group (once)."""
-        if self._log.closed:
-            return
-        pid = self.popen.pid
-        if self.alive():
-            os.kill(pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
-        if self.alive():
-            os.killpg(pid, signal.SIGKILL)
-            self.popen.wait(timeout)
-        else:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)  # stray pool children
-        self._log.close()
 
 
 # --- Results --------------------------------------------------------------------
@@ -143,19 +87,6 @@ class Row:
         ordered = sorted(self.latencies)
         rank = max(1, math.ceil(q / 100 * len(ordered)))
         return ordered[rank - 1] * 1000
-
-
-def wait_until(
-    condition: Callable[[], object], timeout: float, what: str, interval=0.02
-):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- Variants -------------------------------------------------------------------
@@ -183,8 +114,10 @@ class Variant:
 
     def wait_done(self, n: int, timeout: float) -> float:
         """Wait for the n (+ mark) no-ops; return the last completion (epoch s)."""
-        value = wait_until(
-            lambda: self.bench.redis.get(DONE_KEY), timeout, f"{self.name} to finish"
+        value = wait_for(
+            lambda: self.bench.redis.get(DONE_KEY),
+            timeout=timeout,
+            message=f"{self.name} to finish",
         )
         return float(value)
 
@@ -192,10 +125,10 @@ class Variant:
         """Enqueue n no-ops one at a time, each once the previous has started."""
         for done in range(1, n + 1):
             self.enqueue_timed(time.time())
-            wait_until(
+            wait_for(
                 lambda done=done: self.bench.redis.llen(LATENCY_KEY) >= done,
-                10,
-                f"{self.name} to start a task",
+                timeout=10,
+                message=f"{self.name} to start a task",
                 interval=0.0005,
             )
         return [float(v) for v in self.bench.redis.lrange(LATENCY_KEY, 0, -1)]
@@ -252,7 +185,12 @@ class OursChannels(Variant):
         from tasks.models import FINISHED, TaskRecord
 
         finished = TaskRecord.objects.filter(status__in=FINISHED)
-        wait_until(lambda: finished.count() >= n, timeout, f"{self.name} to finish")
+        wait_for(
+            lambda: finished.count() >= n,
+            timeout=timeout,
+            message=f"{self.name} to finish",
+            interval=0.02,
+        )
         failed = TaskRecord.objects.failed().count()
         if failed:
             raise RuntimeError(f"{failed} task(s) FAILED")
@@ -266,8 +204,11 @@ class OursChannels(Variant):
             started = TaskRecord.objects.filter(
                 pk=task.enqueue().id, started_at__isnull=False
             )
-            wait_until(
-                started.exists, 10, f"{self.name} to start a task", interval=0.0005
+            wait_for(
+                started.exists,
+                timeout=10,
+                message=f"{self.name} to start a task",
+                interval=0.0005,
             )
         return [
             (started - enqueued).total_seconds()
@@ -450,21 +391,24 @@ class Bench:
         self.tmp = tmp
         self.env = env
         self.redis = redis.Redis.from_url(redis_url)
-        self.processes: list[Process] = []
+        self.processes: list[ManagedProcess] = []
         self.notes: list[str] = []
 
     def run_variant(self, variant: Variant) -> Row:
         row = Row(variant.name, variant.used)
         n = self.args.tasks
-        started: list[Process] = []
+        started: list[ManagedProcess] = []
         try:
             for index, (argv, _) in enumerate(variant.workers()):
                 name = f"{variant.name.split()[0].lower()}-{index}"
-                process = Process(name, argv, self.env, self.tmp / "logs")
+                process = ManagedProcess(name, argv, self.env, self.tmp / "logs")
+                logger.info(
+                    "Started %s (pid %s): %s", name, process.pid, " ".join(argv)
+                )
                 self.processes.append(process)
                 started.append(process)
             for process, (_, ready) in zip(started, variant.workers(), strict=True):
-                process.wait_ready(ready)
+                process.wait_ready(ready, timeout=60, message=f"{process.name} ready")
             variant.reset()
             variant.enqueue_many(WARMUP_TASKS)
             variant.wait_done(WARMUP_TASKS, 60)
