@@ -146,7 +146,7 @@ def channel_layers_for(redis_url: str) -> dict:
             "CONFIG": {
                 "hosts": [{"address": redis_url, "socket_timeout": None}],
                 "capacity": env.get_int("CHANNEL_CAPACITY", 1000),
-                "expiry": 60,
+                "expiry": env.get_int("CHANNEL_EXPIRY", 60),
             },
         }
     }
@@ -178,7 +178,12 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_DB_REUSE_MAX = 1000
 # The reconciler re-sends work of dead workers long before this; it only
 # bounds how long Redis keeps an unacknowledged message.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Ten priority levels (kombu's Redis default has four); tasks.celery_tasks
+# maps Django's -100..100 onto them.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "priority_steps": list(range(10)),
+}
 CELERY_BEAT_SCHEDULE = {
     "reconcile-tasks": {"task": "tasks.reconcile", "schedule": 10.0},
 }
@@ -199,10 +204,12 @@ TASKS = {
 # A RUNNING record whose heartbeat is older than this has lost its worker.
 TASKS_HEARTBEAT_SECONDS = env.get_float("TASKS_HEARTBEAT_SECONDS", 2.0)
 TASKS_STALE_AFTER_SECONDS = env.get_float("TASKS_STALE_AFTER_SECONDS", 30.0)
-# A READY record sent longer ago than this, and not claimed, is sent again.
-# Longer than the channel layer's message expiry (60 s) by default, so that
-# a backlog is not re-sent while its messages are still queued.
+# A READY Celery record sent longer ago than this, and not run, is sent again
+# (Channels records need no re-sending: idle workers claim them).
 TASKS_RESEND_AFTER_SECONDS = env.get_float("TASKS_RESEND_AFTER_SECONDS", 90.0)
+# An attempt running longer than this is stopped (a task's own ``timeout``
+# option wins).
+TASKS_DEFAULT_TIMEOUT = env.get_float("TASKS_DEFAULT_TIMEOUT", 30 * 60.0)
 TASKS_RECONCILE_INTERVAL_SECONDS = env.get_float(
     "TASKS_RECONCILE_INTERVAL_SECONDS", 5.0
 )
@@ -301,6 +308,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Listed without handlers so that Django's own console handler for
+        # "django" (DEBUG only) goes: every line once, through the root's.
+        "django": {"level": LOG_LEVEL},
         "django.tasks": {"level": LOG_LEVEL},
         "asyncio": {"level": "WARNING"},
     },

@@ -3,8 +3,8 @@
 from django.contrib import admin, messages
 from django.utils.translation import ngettext
 
-from tasks import operations
-from tasks.models import TaskRecord
+from tasks import lifecycle
+from tasks.models import Status, TaskRecord
 
 
 @admin.register(TaskRecord)
@@ -33,15 +33,18 @@ class TaskRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected failed tasks", permissions=["change"])
     def retry_selected(self, request, queryset):
-        count = operations.retry(queryset)
+        count = sum(lifecycle.retry(record) for record in queryset.failed())
         message = ngettext(
             "%d task was queued again.", "%d tasks were queued again.", count
         )
         self._report(request, message % count, count)
 
-    @admin.action(description="Cancel selected pending tasks", permissions=["change"])
+    @admin.action(
+        description="Cancel selected waiting or running tasks", permissions=["change"]
+    )
     def cancel_selected(self, request, queryset):
-        count = operations.cancel(queryset)
+        active = queryset.filter(status__in=(Status.READY, Status.RUNNING))
+        count = sum(lifecycle.cancel(record) for record in active)
         message = ngettext("%d task was cancelled.", "%d tasks were cancelled.", count)
         self._report(request, message % count, count)
 

@@ -4,52 +4,44 @@ the admin, the API and live events see every job alike."""
 
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
+from datetime import datetime, timedelta
 
-from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.checks import Error
-from django.db import transaction
+from django.tasks import task_backends
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.exceptions import TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
-from django.utils.json import normalize_json
 
-from tasks import statements, transport
+from tasks import lifecycle, record_sql, transport
 from tasks.base import JobTask
-from tasks.context import current_owner
-from tasks.exceptions import TransportUnavailable
 from tasks.models import TaskRecord
-
-logger = logging.getLogger(__name__)
 
 
 class RecordBackend(BaseTaskBackend):
-    """Shared part: enqueue writes a TaskRecord, then delivers it on commit."""
+    """Shared part: enqueue writes a TaskRecord, delivered when the
+    transaction commits (from sync and async code alike: Django's
+    ``aenqueue`` runs ``enqueue`` in the thread that holds the transaction)."""
 
     task_class = JobTask
     supports_defer = True
     supports_get_result = True
     supports_async_task = True
+    supports_priority = True
+
+    def validate_task(self, task) -> None:
+        super().validate_task(task)
+        if getattr(task, "max_attempts", 1) < 1:
+            raise InvalidTask("max_attempts must be a whole number >= 1.")
+        timeout = getattr(task, "timeout", None)
+        if timeout is not None and not timeout > 0:
+            raise InvalidTask("timeout must be a positive number of seconds.")
 
     def enqueue(self, task, args, kwargs):
         self.validate_task(task)
-        record = self._create_record(task, args, kwargs)
-        if record.run_after is None:
-            transaction.on_commit(lambda: self.deliver(record), robust=True)
-        result = record.to_task_result()
-        task_enqueued.send(type(self), task_result=result)
-        return result
-
-    async def aenqueue(self, task, args, kwargs):
-        self.validate_task(task)
-        record = await sync_to_async(self._create_record)(task, args, kwargs)
-        if record.run_after is None:
-            await self.adeliver(record)
-        result = record.to_task_result()
-        await task_enqueued.asend(type(self), task_result=result)
-        return result
+        record = lifecycle.create(self, task, args, kwargs)
+        return record.to_task_result(task)
 
     def get_result(self, result_id):
         try:
@@ -58,81 +50,86 @@ class RecordBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(result_id) from None
         return record.to_task_result()
 
-    async def aget_result(self, result_id):
-        return await sync_to_async(self.get_result)(result_id)
+    @abstractmethod
+    def deliver(self, record: TaskRecord) -> None:
+        """Send the record's wake-up or message; raise if that failed."""
 
     @abstractmethod
-    def deliver(self, record: TaskRecord) -> bool:
-        """Send the record's wake-up message; False (logged) when that failed."""
+    def delivers_now(self, record: TaskRecord, now: datetime) -> bool:
+        """Whether a record that becomes READY (enqueued, to be retried) is
+        delivered now; if not, it is when due (workers claim due Channels
+        records; the reconciler publishes due Celery ones)."""
 
-    async def adeliver(self, record: TaskRecord) -> bool:
-        return await sync_to_async(self.deliver)(record)
-
-    def _create_record(self, task, args, kwargs) -> TaskRecord:
-        now = timezone.now()
-        record = TaskRecord(
-            task_path=task.module_path,
-            backend=self.alias,
-            queue_name=task.queue_name,
-            priority=task.priority,
-            args=normalize_json(list(args)),
-            kwargs=normalize_json(dict(kwargs)),
-            max_attempts=getattr(task, "max_attempts", 1),
-            enqueued_at=now,
-            run_after=task.run_after,
-            sent_at=now if task.run_after is None else None,
-            owner=current_owner(),
-        )
-        statements.insert(record)
-        return record
+    def stop(self, record: TaskRecord) -> None:
+        """Stop a running attempt whose record was cancelled (best-effort:
+        the attempt can no longer write its outcome anyway)."""
 
     def check(self, **kwargs):
-        if not self.queues:
-            return [Error(f"TASKS[{self.alias!r}] lists no QUEUES.", id="tasks.E001")]
+        vendor = record_sql.vendor(TaskRecord)
+        if vendor not in record_sql.SUPPORTED_VENDORS:
+            return [
+                Error(
+                    f"TASKS[{self.alias!r}] needs SQLite or PostgreSQL, not {vendor}.",
+                    hint="Task claims are UPDATE ... RETURNING statements.",
+                    id="tasks.E002",
+                )
+            ]
         return []
 
 
 class ChannelsBackend(RecordBackend):
-    """Delivers ``{"type": "task.run", "id": ...}`` on the channel named by the
-    task's queue; ``manage.py runworker <queue>`` runs it."""
+    """Rings ``{"type": "task.run", "id": ...}`` on the channel named by the
+    task's queue; ``manage.py runworker <queue>`` claims and runs it."""
 
-    def deliver(self, record: TaskRecord) -> bool:
-        try:
-            transport.send(record.queue_name, run_message(record.id))
-        except TransportUnavailable as error:
-            return _undelivered(record, error)
-        return True
+    def deliver(self, record: TaskRecord) -> None:
+        if self.delivers_now(record, timezone.now()):
+            transport.send(record.queue_name, transport.doorbell(record.id))
 
-    async def adeliver(self, record: TaskRecord) -> bool:
-        try:
-            await transport.asend(record.queue_name, run_message(record.id))
-        except TransportUnavailable as error:
-            return await sync_to_async(_undelivered)(record, error)
-        return True
+    def delivers_now(self, record: TaskRecord, now: datetime) -> bool:
+        # A deferred record needs no wake-up: idle workers claim it when due.
+        return record.available_at <= now
+
+    def check(self, **kwargs):
+        errors = super().check(**kwargs)
+        if "default" not in getattr(settings, "CHANNEL_LAYERS", {}):
+            errors.append(
+                Error(
+                    f"TASKS[{self.alias!r}] needs a channel layer.",
+                    hint="Set CHANNEL_LAYERS['default'] (channels_redis).",
+                    id="tasks.E003",
+                )
+            )
+        return errors
 
 
 class CeleryBackend(RecordBackend):
     """Delivers through one generic Celery task (acks late, requeued when the
-    worker is lost); per-task retries with backoff are recorded attempt by attempt."""
+    worker is lost); per-task retries with backoff are recorded attempt by
+    attempt. Priorities map onto the broker's (tasks.celery_tasks)."""
 
-    def deliver(self, record: TaskRecord) -> bool:
+    def deliver(self, record: TaskRecord) -> None:
         from tasks.celery_tasks import publish
 
-        try:
-            publish(record)
-        except Exception as error:
-            return _undelivered(record, error)
-        return True
+        publish(record)
+
+    def delivers_now(self, record: TaskRecord, now: datetime) -> bool:
+        """Due now, or soon enough for Celery's eta: a message the broker holds
+        longer than its visibility timeout would be delivered twice (the claim
+        would refuse the second, but the worker holds both in memory). Later
+        records are published by the reconciler when due."""
+        horizon = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 2
+        return record.available_at <= now + timedelta(seconds=horizon)
+
+    def stop(self, record: TaskRecord) -> None:
+        from tasks.celery_tasks import terminate
+
+        terminate(record)
 
 
-def run_message(record_id: str) -> dict:
-    """The wake-up message: small, never the arguments (they are in the record)."""
-    return {"type": "task.run", "id": record_id}
-
-
-def _undelivered(record: TaskRecord, error: Exception) -> bool:
-    logger.warning(
-        "Task id=%s not delivered (%s); the reconciler will send it", record.id, error
-    )
-    TaskRecord.objects.filter(pk=record.pk, sent_at=record.sent_at).update(sent_at=None)
-    return False
+def channels_aliases() -> list[str]:
+    """Aliases of the configured TASKS backends that ``runworker`` serves."""
+    return [
+        alias
+        for alias in task_backends.settings
+        if isinstance(task_backends[alias], ChannelsBackend)
+    ]

@@ -1,10 +1,11 @@
 """Task events on channel-layer groups, for the realtime app to forward.
 
 Every status change and progress report of a task that has an owner is
-published as ``{"type": "task.update", ...}`` to the owner's group and the
-task's group. Only owners may listen (realtime.consumers), so tasks without
-an owner publish nothing and pay no Redis round trips. Events are
-best-effort (a full group drops them); the record is the truth.
+published (by tasks.lifecycle) as ``{"type": "task.update", ...}`` to the
+owner's group and the task's group. Only owners may listen
+(realtime.consumers), so tasks without an owner publish nothing and pay no
+Redis round trips. Events are best-effort (a full group drops them); the
+record is the truth.
 """
 
 from __future__ import annotations
@@ -41,26 +42,9 @@ def task_update(record: TaskRecord) -> dict:
 
 
 def publish(record: TaskRecord) -> None:
-    """Publish from sync code."""
-    event = task_update(record)
-    for group in _groups(record):
-        transport.group_send(group, event)
-
-
-async def apublish(record: TaskRecord) -> None:
-    """Publish from async code (the worker's loop)."""
-    from channels.layers import get_channel_layer
-
-    event = task_update(record)
-    layer = get_channel_layer()
-    for group in _groups(record):
-        try:
-            await layer.group_send(group, event)
-        except Exception:
-            transport.logger.warning("Could not publish to %s", group, exc_info=True)
-
-
-def _groups(record: TaskRecord) -> list[str]:
+    """Send the record's current state to its owner's and its own group."""
     if record.owner_id is None:
-        return []
-    return [task_group(record.id), owner_group(record.owner_id)]
+        return
+    event = task_update(record)
+    for group in (task_group(record.id), owner_group(record.owner_id)):
+        transport.group_send(group, event)

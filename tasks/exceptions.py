@@ -1,7 +1,5 @@
 """Errors of the job system, under one base."""
 
-from django.core.exceptions import ImproperlyConfigured
-
 
 class JobSystemError(Exception):
     """Base class of the job system's errors."""
@@ -10,22 +8,25 @@ class JobSystemError(Exception):
 class TransportUnavailable(JobSystemError):
     """A wake-up message could not be sent (Redis down, channel full).
 
-    Never raised to callers of ``enqueue``: the record is kept and the
-    reconciler sends it later.
+    Never raised to callers of ``enqueue``: the record is kept, workers claim
+    it from the database anyway, and the reconciler re-sends Celery ones.
     """
 
 
-class ResultNotSerializable(JobSystemError):
-    """A task returned a value that cannot be stored as JSON."""
-
-
 class TaskCancelled(JobSystemError):
-    """A task was cancelled before it ran."""
+    """The task was cancelled (before or while it ran); it is never retried."""
 
 
 class WorkerLost(JobSystemError):
-    """The worker running a task stopped heart-beating (killed, crashed)."""
+    """The worker running the task died, or stopped heart-beating."""
 
 
-class JobSystemMisconfigured(ImproperlyConfigured):
-    """A TASKS backend's options are invalid."""
+class TimeLimitExceeded(JobSystemError):
+    """The task ran longer than its time limit and was stopped."""
+
+    @classmethod
+    def after(cls, record_id: str, seconds: float) -> "TimeLimitExceeded":
+        return cls(
+            f"Task id={record_id} ran longer than its time limit of {seconds:g} s "
+            "and was stopped."
+        )

@@ -1,4 +1,9 @@
-"""The durable task record: the truth about every job, whichever transport runs it."""
+"""The durable task record: the truth about every job, whichever transport runs it.
+
+This module holds what a record *is* (its fields, named queries and how it
+reads as a Django ``TaskResult``); every change of its state is in
+``tasks.lifecycle``.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.tasks import TaskResultStatus
 from django.tasks.base import TaskError, TaskResult
 from django.utils import timezone
 from django.utils.module_loading import import_string
-
-from tasks import statements
 
 Status = TaskResultStatus
 FINISHED = (Status.SUCCESSFUL, Status.FAILED)
@@ -41,8 +43,8 @@ class TaskRecordQuerySet(models.QuerySet):
         return self.filter(status=Status.SUCCESSFUL)
 
     def due(self, now: datetime) -> TaskRecordQuerySet:
-        """READY records whose run_after has come."""
-        return self.ready().filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+        """READY records that may be claimed now."""
+        return self.ready().filter(available_at__lte=now)
 
     def unsent_or_lost(self, now: datetime, grace: timedelta) -> TaskRecordQuerySet:
         """Due READY records never sent, or sent longer ago than ``grace``."""
@@ -82,7 +84,11 @@ class TaskRecord(models.Model):
     claimed_by = models.CharField(max_length=100, blank=True)
 
     enqueued_at = models.DateTimeField(default=timezone.now)
+    # The task's own run_after, as enqueued (None: at once).
     run_after = models.DateTimeField(null=True, blank=True)
+    # When a READY record may be claimed: at enqueue, its run_after, or the
+    # time of its next attempt after a failure.
+    available_at = models.DateTimeField(default=timezone.now)
     # When the last wake-up message was sent; null: not (successfully) sent.
     sent_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -108,10 +114,17 @@ class TaskRecord(models.Model):
         # Few indexes on purpose: every status change rewrites each index that
         # holds ``status``, and with five of them the index work was most of
         # the claim's and the finish's cost (and of how long they hold a
-        # SQLite write lock). The reconciler and the admin read by status,
-        # oldest or newest first; the reconciler only ever scans the active
-        # rows (READY, RUNNING), never the finished history.
+        # SQLite write lock).
         indexes = [
+            # The claim: the most urgent due READY record of a backend's queue.
+            # Partial, so it holds only the waiting rows, never the history.
+            models.Index(
+                fields=["backend", "queue_name", "-priority", "available_at"],
+                condition=Q(status=Status.READY),
+                name="task_ready_claim",
+            ),
+            # The reconciler (RUNNING heartbeats, unsent Celery records) and
+            # the admin's status filter, oldest or newest first.
             models.Index(fields=["status", "enqueued_at"], name="task_status_enqueued"),
             # A user's own jobs, newest first (pages, API, events).
             models.Index(fields=["owner", "-enqueued_at"], name="task_owner_recent"),
@@ -133,12 +146,13 @@ class TaskRecord(models.Model):
         """The last line of the last traceback: the reason, for people."""
         if not self.errors:
             return ""
-        lines = self.errors[-1]["traceback"].strip().splitlines()
-        return lines[-1] if lines else self.errors[-1]["exception_class_path"]
+        return error_reason(self.errors[-1])
 
     def get_task(self):
-        """The Task object this record calls, as configured at enqueue time."""
-        return _task_for(self.task_path, self.queue_name, self.backend)
+        """The Task this record calls, as it was enqueued."""
+        return _task_for(
+            self.task_path, self.queue_name, self.backend, self.priority, self.run_after
+        )
 
     @property
     def all_worker_ids(self) -> list[str]:
@@ -147,9 +161,10 @@ class TaskRecord(models.Model):
             return [*self.worker_ids, self.claimed_by]
         return list(self.worker_ids)
 
-    def to_task_result(self) -> TaskResult:
+    def to_task_result(self, task=None) -> TaskResult:
+        """This record as Django's TaskResult (``task``: the Task, if known)."""
         result = TaskResult(
-            task=self.get_task(),
+            task=task or self.get_task(),
             id=self.id,
             status=Status(self.status),
             enqueued_at=self.enqueued_at,
@@ -165,82 +180,21 @@ class TaskRecord(models.Model):
         object.__setattr__(result, "_return_value", self.return_value)
         return result
 
-    # --- Transitions: each is one conditional UPDATE, safe across processes.
 
-    @classmethod
-    def claim(cls, record_id: str, worker_id: str) -> TaskRecord | None:
-        """READY -> RUNNING for one worker; None when someone else has it (or
-        it is finished, cancelled or not yet due). One conditional UPDATE:
-        of two workers given the same message, exactly one wins."""
-        now = timezone.now()
-        if statements.supports_returning(cls):
-            return statements.claim_returning(
-                cls, record_id, worker_id, now, Status.READY, Status.RUNNING
-            )
-        claimed = (
-            cls.objects.due(now)
-            .filter(pk=record_id)
-            .update(
-                status=Status.RUNNING,
-                attempts=F("attempts") + 1,
-                started_at=Coalesce(F("started_at"), Value(now)),
-                last_attempted_at=now,
-                heartbeat_at=now,
-                claimed_by=worker_id,
-                progress=0.0,
-                progress_message="",
-            )
-        )
-        return cls.objects.get(pk=record_id) if claimed else None
-
-    def heartbeat(self) -> bool:
-        """Refresh the heartbeat; False when the record is no longer ours."""
-        return bool(
-            TaskRecord.objects.filter(pk=self.pk, status=Status.RUNNING)
-            .filter(attempts=self.attempts)
-            .update(heartbeat_at=timezone.now())
-        )
-
-    def set_successful(self, return_value) -> None:
-        self.worker_ids = self.all_worker_ids
-        self.status = Status.SUCCESSFUL
-        self.return_value = return_value
-        self.finished_at = timezone.now()
-        self.progress = 1.0
-        self._save_if_current(
-            "status", "return_value", "finished_at", "progress", "worker_ids"
-        )
-
-    def set_failed(self, error: dict, *, retry_at: datetime | None = None) -> None:
-        """Record a failed attempt: back to READY at ``retry_at``, else FAILED."""
-        self.errors = [*self.errors, error]
-        self.worker_ids = self.all_worker_ids
-        if retry_at is not None:
-            self.status = Status.READY
-            self.run_after = retry_at
-            self.sent_at = None
-        else:
-            self.status = Status.FAILED
-            self.finished_at = timezone.now()
-        self._save_if_current(
-            "status", "errors", "run_after", "sent_at", "finished_at", "worker_ids"
-        )
-
-    def set_progress(self, fraction: float, message: str) -> None:
-        self.progress = min(max(float(fraction), 0.0), 1.0)
-        self.progress_message = message[:200]
-        self._save_if_current("progress", "progress_message", "heartbeat_at")
-
-    def _save_if_current(self, *fields: str) -> bool:
-        """Save only if this attempt still owns the record (the reconciler may
-        have given it to another worker after a stale heartbeat)."""
-        if "heartbeat_at" in fields:
-            self.heartbeat_at = timezone.now()
-        return statements.update_if_current(self, fields, Status.RUNNING)
+def error_reason(error: dict | TaskError) -> str:
+    """The last line of an error's traceback (``ValueError: boom``)."""
+    if isinstance(error, TaskError):
+        traceback, path = error.traceback, error.exception_class_path
+    else:
+        traceback, path = error["traceback"], error["exception_class_path"]
+    lines = traceback.strip().splitlines()
+    return lines[-1] if lines else path
 
 
 @functools.lru_cache(maxsize=512)
-def _task_for(task_path: str, queue_name: str, backend: str):
-    """Tasks are frozen dataclasses: one per (path, queue, backend) is shared."""
+def _task_for(task_path, queue_name, backend, priority, run_after):
+    """Tasks are frozen dataclasses: one per enqueue-time configuration is shared."""
     task = import_string(task_path)
-    return task.using(queue_name=queue_name, backend=backend)
+    return task.using(
+        queue_name=queue_name, backend=backend, priority=priority, run_after=run_after
+    )

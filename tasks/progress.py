@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import logging
-
 from asgiref.sync import sync_to_async
 
-from tasks import events
+from tasks import lifecycle
 from tasks.context import current_record
-
-logger = logging.getLogger(__name__)
 
 
 def report_progress(fraction: float, message: str = "") -> None:
     """Store and publish how far the current task has got (0..1, short text).
 
-    Call it from a task's body (sync or in a worker thread). Outside a task
-    it does nothing, so task functions stay callable directly.
+    Call it from a task's body. Outside a task it does nothing, so task
+    functions stay callable directly.
     """
     record = current_record()
-    if record is None:
-        return
-    record.set_progress(fraction, message)
-    events.publish(record)
+    if record is not None:
+        lifecycle.set_progress(record, fraction, message)
 
 
 async def areport_progress(fraction: float, message: str = "") -> None:
-    """The async twin of report_progress(), for coroutine tasks."""
+    """report_progress() for coroutine tasks (the database write runs in a thread)."""
     record = current_record()
-    if record is None:
-        return
-    await sync_to_async(record.set_progress)(fraction, message)
-    await events.apublish(record)
+    if record is not None:
+        await sync_to_async(lifecycle.set_progress)(record, fraction, message)

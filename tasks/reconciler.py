@@ -1,9 +1,18 @@
-"""The reconciler: makes best-effort delivery at-least-once.
+"""The reconciler: what workers cannot do for themselves.
 
-It re-sends READY records that were never sent or whose message was lost
-(expired, channel full, Redis restarted), and gives RUNNING records whose
-worker stopped heart-beating to another worker, until their attempt limit;
-then it marks them FAILED with the reason. One process sweeps at a time.
+Workers claim READY records from the database, so no Channels record waits on
+a lost wake-up. Two things still need a sweep from outside:
+
+- a RUNNING record whose worker stopped heart-beating (killed with its
+  supervisor, a machine lost, a hung process) is handed back: READY again
+  until the task's attempt limit, then FAILED with WorkerLost. (A worker
+  process that dies under a supervisor is handed back by the supervisor at
+  once; this catches the rest.)
+- a Celery record is only run when Celery delivers its message: one never
+  sent (broker down at enqueue, deferred until now) or sent long ago and
+  still READY (message lost) is published again.
+
+One process sweeps at a time (a Redis lock).
 """
 
 from __future__ import annotations
@@ -17,10 +26,10 @@ from datetime import timedelta
 import redis
 from django.conf import settings
 from django.db import connection
-from django.tasks import task_backends
 from django.utils import timezone
 
-from tasks import events
+from tasks import lifecycle
+from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -55,7 +64,7 @@ class Reconciler:
         try:
             report = SweepReport()
             self._recover_stale(report)
-            self._resend(report)
+            self._redeliver(report)
             _checkpoint_sqlite()
         finally:
             self._release()
@@ -75,58 +84,28 @@ class Reconciler:
     def _recover_stale(self, report: SweepReport) -> None:
         now = timezone.now()
         for record in TaskRecord.objects.stale(now, self.stale_after)[:BATCH]:
+            reason = (
+                f"Worker {record.claimed_by or '?'} stopped heart-beating "
+                f"during attempt {record.attempts} of {record.max_attempts}."
+            )
             try:
-                self._recover(record, report)
+                status = lifecycle.hand_back(record, reason)
             except Exception:
                 logger.exception("Could not recover task id=%s", record.id)
+                continue
+            report.requeued += status == Status.READY
+            report.failed += status == Status.FAILED
 
-    def _recover(self, record: TaskRecord, report: SweepReport) -> None:
-        lost = record.heartbeat_at
-        owned = TaskRecord.objects.filter(
-            pk=record.pk, status=Status.RUNNING, heartbeat_at=lost
-        )
-        reason = (
-            f"Worker {record.claimed_by or '?'} stopped "
-            f"heart-beating during attempt {record.attempts} of {record.max_attempts}."
-        )
-        error = {
-            "exception_class_path": "tasks.exceptions.WorkerLost",
-            "traceback": reason,
-        }
-        if record.attempts >= record.max_attempts:
-            updated = owned.update(
-                status=Status.FAILED,
-                finished_at=timezone.now(),
-                errors=[*record.errors, error],
-                worker_ids=record.all_worker_ids,
-            )
-            report.failed += updated
-        else:
-            updated = owned.update(
-                status=Status.READY,
-                sent_at=None,
-                errors=[*record.errors, error],
-                worker_ids=record.all_worker_ids,
-            )
-            report.requeued += updated
-        if updated:
-            logger.warning("Task id=%s: %s", record.id, reason)
-            record.refresh_from_db()
-            events.publish(record)
-
-    def _resend(self, report: SweepReport) -> None:
+    def _redeliver(self, report: SweepReport) -> None:
         now = timezone.now()
-        pending = TaskRecord.objects.unsent_or_lost(now, self.resend_after)
-        for record in pending.order_by("enqueued_at")[:BATCH]:
+        pending = (
+            TaskRecord.objects.unsent_or_lost(now, self.resend_after)
+            .exclude(backend__in=channels_aliases())
+            .order_by("enqueued_at")
+        )
+        for record in pending[:BATCH]:
             try:
-                stamped = TaskRecord.objects.filter(
-                    pk=record.pk, status=Status.READY, sent_at=record.sent_at
-                ).update(sent_at=now)
-                if not stamped:
-                    continue  # claimed or re-sent meanwhile
-                record.sent_at = now
-                if task_backends[record.backend].deliver(record):
-                    report.resent += 1
+                report.resent += lifecycle.redeliver(record, now)
             except Exception:
                 logger.exception("Could not re-send task id=%s", record.id)
 

@@ -1,54 +1,50 @@
-"""Sending channel-layer messages from sync code without a connection per call.
+"""The job system's use of the channel layer: wake-ups and group events.
 
-``async_to_sync(channel_layer.send)`` runs each call on a new event loop, and
-channels-redis keeps its connection pools per loop, so every call opened a new
-Redis connection (~500 sends/s). Two ways round it:
+A wake-up ("doorbell") is ``{"type": "task.run", "id": ...}`` on the channel
+named by the task's queue. It only wakes a free worker slot, which then claims
+the most urgent due record from the database: a doorbell that expired,
+overflowed or died with Redis costs at most one pop timeout of latency.
 
-- with one channels-redis host, a send is one Lua script on a pooled sync
-  connection: the same writes as ``RedisChannelLayer.send`` (drop expired
-  messages, refuse when at capacity, add, refresh expiry) in one round trip;
-- otherwise, one background thread per process owns one event loop, so the
-  layer's own pools, and connections, are reused.
+With the stock channels-redis layer on one host, sends, pops and depths go
+through tasks.redis_layer (no event loop, kept connections). Any other layer is
+used through its own async API: sync callers run it on one background event
+loop per process, so the layer's connection pools are reused instead of one
+connection opened per call (``async_to_sync`` makes a new loop each time).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Coroutine
 from typing import Any
 
-import redis
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
-from channels_redis.core import RedisChannelLayer
-from redis.exceptions import NoScriptError
 
+from tasks import redis_layer
 from tasks.exceptions import TransportUnavailable
 
 logger = logging.getLogger(__name__)
 
-SEND_TIMEOUT = 5.0
+SEND_TIMEOUT = redis_layer.SEND_TIMEOUT
+POP_WAIT = redis_layer.POP_WAIT
+
+
+def doorbell(record_id: str) -> dict:
+    """The wake-up message: small, never the arguments (they are in the record)."""
+    return {"type": "task.run", "id": record_id}
 
 
 def send(channel: str, message: dict) -> None:
     """Send ``message`` to ``channel``; raise TransportUnavailable on failure."""
     layer = get_channel_layer()
-    if _ScriptSender.usable(layer, channel):
-        _ScriptSender.send(layer, channel, message)
+    if redis_layer.usable(layer, [channel]):
+        redis_layer.send(layer, channel, message)
     else:
-        _run(_send(channel, message))
-
-
-def layer_client(layer: RedisChannelLayer, **options) -> redis.Redis:
-    """A sync Redis client for the layer's (single) host, ``options`` on top."""
-    host = {**layer.hosts[0], **options}
-    address = host.pop("address", None)
-    return redis.Redis.from_url(address, **host) if address else redis.Redis(**host)
+        _run(_send(layer, channel, message))
 
 
 def group_send(group: str, message: dict) -> None:
@@ -59,14 +55,59 @@ def group_send(group: str, message: dict) -> None:
         logger.warning("Could not publish to group %s", group, exc_info=True)
 
 
-async def asend(channel: str, message: dict) -> None:
-    """The async twin of send(), for code already on an event loop."""
-    await _send(channel, message)
-
-
-async def _send(channel: str, message: dict) -> None:
+def depths(queues: list[str]) -> dict[str, int]:
+    """Wake-ups waiting on each queue's channel ({} when the layer cannot say)."""
+    layer = get_channel_layer()
+    if not redis_layer.usable(layer, queues):
+        return {}
     try:
-        await get_channel_layer().send(channel, message)
+        return redis_layer.depths(layer, queues)
+    except Exception:
+        logger.warning("Could not read queue depths", exc_info=True)
+        return {}
+
+
+def waiter_for(queues: list[str]):
+    """How a worker slot waits for a wake-up on ``queues``: a blocking pop in
+    its own thread (``Popper``), or the layer's own receive on the loop."""
+    layer = get_channel_layer()
+    if redis_layer.usable(layer, queues):
+        return redis_layer.Popper(layer, queues)
+    return LayerWaiter(layer, queues)
+
+
+class LayerWaiter:
+    """The layer's own receive, raced across queues, for at most POP_WAIT."""
+
+    blocking = False
+
+    def __init__(self, layer, queues: list[str]) -> None:
+        self._layer = layer
+        self._queues = queues
+
+    async def wait(self) -> list[dict]:
+        waiters = [asyncio.ensure_future(self._layer.receive(q)) for q in self._queues]
+        try:
+            done, pending = await asyncio.wait(
+                waiters, timeout=POP_WAIT, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            for waiter in waiters:
+                waiter.cancel()
+            raise
+        for waiter in pending:
+            # channels-redis keeps a popped message in its backup queue and
+            # restores it on the next receive of that channel.
+            waiter.cancel()
+        return [waiter.result() for waiter in done if not waiter.cancelled()]
+
+    def close(self) -> None:
+        pass
+
+
+async def _send(layer, channel: str, message: dict) -> None:
+    try:
+        await layer.send(channel, message)
     except ChannelFull as error:
         raise TransportUnavailable(f"Channel {channel!r} is full.") from error
     except (TimeoutError, OSError, ConnectionError) as error:
@@ -86,87 +127,6 @@ def _run(coroutine: Coroutine) -> Any:
     except TimeoutError as error:
         future.cancel()
         raise TransportUnavailable("Channel layer did not answer in time.") from error
-
-
-class _ScriptSender:
-    """RedisChannelLayer.send's four round trips as one script (sync).
-
-    Each thread keeps one connection of its own and talks to it directly:
-    a redis-py pool checkout and its command layer cost more than the round
-    trip itself (~230 vs ~85 us per send here).
-    """
-
-    SCRIPT = """
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-    if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
-        return 0
-    end
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-    redis.call('EXPIRE', KEYS[1], ARGV[5])
-    return 1
-    """
-    SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' script id)
-    _local = threading.local()
-
-    @classmethod
-    def usable(cls, layer, channel: str) -> bool:
-        return (
-            isinstance(layer, RedisChannelLayer)
-            and type(layer).send is RedisChannelLayer.send  # not customised
-            and len(layer.hosts) == 1
-            and "!" not in channel
-        )
-
-    @classmethod
-    def send(cls, layer, channel: str, message: dict) -> None:
-        now = time.time()
-        args = (
-            layer.prefix + channel,
-            int(now) - int(layer.expiry),
-            layer.get_capacity(channel),
-            now,
-            layer.serialize(message),
-            int(layer.expiry),
-        )
-        try:
-            added = cls._call(layer, args)
-        except redis.RedisError as error:
-            raise TransportUnavailable(f"Channel layer error: {error}") from error
-        if not added:
-            raise TransportUnavailable(f"Channel {channel!r} is full.")
-
-    @classmethod
-    def _call(cls, layer, args: tuple):
-        """EVALSHA on this thread's connection, once more on a fresh one if
-        the kept one broke (Redis restarted since it was opened)."""
-        connection = cls._connection(layer)
-        try:
-            return cls._evalsha(connection, args)
-        except redis.ConnectionError:
-            connection.disconnect()
-            return cls._evalsha(connection, args)
-
-    @classmethod
-    def _evalsha(cls, connection, args: tuple):
-        connection.send_command("EVALSHA", cls.SHA, 1, *args)
-        try:
-            return connection.read_response()
-        except NoScriptError:  # a restarted Redis forgot it; EVAL caches it again
-            connection.send_command("EVAL", cls.SCRIPT, 1, *args)
-            return connection.read_response()
-
-    @classmethod
-    def _connection(cls, layer):
-        """This thread's connection to the layer's host (new after a fork)."""
-        key = (os.getpid(), repr(layer.hosts[0]))
-        connections = cls._local.__dict__.setdefault("connections", {})
-        if key not in connections:
-            client = layer_client(
-                layer, socket_timeout=SEND_TIMEOUT, socket_connect_timeout=SEND_TIMEOUT
-            )
-            # Owned by this thread alone; connects on first use.
-            connections[key] = client.connection_pool.make_connection()
-        return connections[key]
 
 
 class _LoopThread:

@@ -1,13 +1,18 @@
-"""The queue worker behind ``manage.py runworker``.
+"""The queue worker: one process with ``concurrency`` slots.
 
-Unlike the stock Channels worker, which drains a channel into an unbounded
-in-memory queue (one process hoards, a crash loses the buffer, a handler that
-raises drops everything behind it), this worker takes a message only when it
-has a free slot: a process holds at most ``concurrency`` messages.
+The record is the queue. A free slot claims the most urgent due READY record
+of its queues from the database; only when there is none does it wait for a
+wake-up message (at most POP_WAIT), then claims again whether one came or
+not. So a message that expired, overflowed the channel or died with Redis
+delays nothing but that one wait, and a slot takes work only when it is free:
+a process holds at most ``concurrency`` tasks (the stock Channels worker
+drains a channel into an unbounded in-memory queue).
 
-Each slot has a thread. With the direct Redis receiver a slot's thread pops,
-claims and runs a sync task in one go (one hop from the event loop per
-task); coroutine tasks run on the event loop, which also handles signals.
+Each slot has a thread. It claims and runs a sync task in one hop from the
+event loop; coroutine tasks come back to the loop, which also handles signals.
+A tasks.monitor.Monitor watches every running attempt, and ends this process
+(exit code STOPPED_TASK_EXIT) to stop a sync task past its time limit or
+cancelled while running; tasks.supervisor then starts a new one.
 """
 
 from __future__ import annotations
@@ -21,48 +26,55 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
-from django.db import connections
+from django.db import close_old_connections, connections
 
-from tasks import execution
-from tasks.models import TaskRecord
-from tasks.receivers import receiver_for
+from tasks import execution, lifecycle, transport
+from tasks.backends import channels_aliases
+from tasks.models import Status, TaskRecord
+from tasks.monitor import Monitor
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
+# Exit code of a worker that ended itself to stop a task (not a crash).
+STOPPED_TASK_EXIT = 3
 
 
 class Worker:
-    """Runs the tasks of ``queues`` with ``concurrency`` slots.
+    """Runs the Channels-backend tasks of ``queues`` with ``concurrency`` slots.
 
-    The first SIGTERM/SIGINT stops taking messages and lets running tasks
-    finish; the second abandons them (the reconciler retries them).
+    The first SIGTERM/SIGINT stops claiming and lets running tasks finish; the
+    second abandons them (exit code 1; the supervisor or the reconciler hands
+    them back).
     """
 
-    def __init__(self, queues: list[str], concurrency: int = 1) -> None:
+    def __init__(
+        self, queues: list[str], concurrency: int = 1, worker_id: str | None = None
+    ) -> None:
         if not queues:
             raise ValueError("A worker needs at least one queue.")
         self.queues = list(queues)
         self.concurrency = concurrency
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_worker_id()
+        self.targets = tuple(
+            (alias, queue) for alias in channels_aliases() for queue in self.queues
+        )
         self.processed = 0
+        self.monitor = Monitor(end_process=self._end_process)
         self._stopping = False
-        self._waiting: set[asyncio.Task] = set()
 
     def run(self) -> None:
         keep_database_connections()
         asyncio.run(self.serve())
 
-    def _executor(self) -> ThreadPoolExecutor:
-        """A thread per slot (asyncio's default pool has min(32, CPUs + 4))."""
-        return ThreadPoolExecutor(self.concurrency, thread_name_prefix="task-slot")
-
     async def serve(self) -> None:
         """Serve until stopped by a signal (or :meth:`stop`)."""
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(self._executor())
+        loop.set_default_executor(
+            # A thread per slot (asyncio's default pool has min(32, CPUs + 4)).
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix="task-slot")
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         logger.info(
@@ -71,23 +83,65 @@ class Worker:
             ", ".join(self.queues),
             self.concurrency,
         )
-        receiver = receiver_for(get_channel_layer(), self.queues)
+        waiter = transport.waiter_for(self.queues)
         try:
-            await asyncio.gather(
-                *(self._slot(receiver) for _ in range(self.concurrency))
-            )
+            await asyncio.gather(*(self._slot(waiter) for _ in range(self.concurrency)))
         finally:
-            await receiver.close()
+            waiter.close()
         logger.info(
             "Worker %s stopped after %d task(s)", self.worker_id, self.processed
         )
 
     def stop(self) -> None:
-        """Take no new messages; running tasks finish. (A slot waiting in a
-        blocking pop sees this within receivers.POP_WAIT.)"""
+        """Claim nothing more; running tasks finish. (A slot waiting for a
+        wake-up sees this within POP_WAIT.)"""
         self._stopping = True
-        for waiter in list(self._waiting):
-            waiter.cancel()
+
+    async def _slot(self, waiter) -> None:
+        blocking = waiter.blocking
+        delay = BACKOFF_START
+        while not self._stopping:
+            try:
+                outcome = await _in_thread(self._take, waiter if blocking else None)
+                if isinstance(outcome, TaskRecord):
+                    outcome = await self._run_coroutine(outcome)
+                elif outcome is _NOTHING and not blocking:
+                    await waiter.wait()
+            except Exception as error:
+                # Redis or the database unreachable: logged, the slot backs off
+                # and tries again (nothing is lost: the records decide).
+                logger.warning("Worker slot failed (%s); again in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            delay = BACKOFF_START
+            self._count(outcome)
+
+    def _take(self, popper) -> object:
+        """In a slot's thread: claim a record, waiting for a wake-up (with
+        ``popper``) when there is none; run it here if it is a sync task.
+        Returns its outcome, a claimed coroutine record, or _NOTHING."""
+        close_old_connections()  # drops broken or aged connections only
+        record = lifecycle.claim_next(self.targets, self.worker_id)
+        if record is None and popper is not None and not self._stopping:
+            popper.pop()
+            record = lifecycle.claim_next(self.targets, self.worker_id)
+        if record is None:
+            return _NOTHING
+        if execution.is_coroutine_task(record):
+            return record
+        with self.monitor.watching(record):
+            return execution.run_sync(record)
+
+    async def _run_coroutine(self, record: TaskRecord) -> Status | None:
+        attempt = asyncio.ensure_future(execution.run_async(record))
+        with self.monitor.watching(record, task=attempt):
+            try:
+                return await attempt
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise  # this slot itself is being cancelled
+                return None  # the attempt lost its record and was stopped
 
     def _on_signal(self, signum: int) -> None:
         if self._stopping:
@@ -101,109 +155,21 @@ class Worker:
         )
         self.stop()
 
-    async def _slot(self, receiver) -> None:
-        take = self._take_in_thread if receiver.blocking else self._take_on_loop
-        delay = BACKOFF_START
-        while not self._stopping:
-            try:
-                await take(receiver)
-            except asyncio.CancelledError:
-                if self._stopping:
-                    return
-                raise
-            except ReceiveFailed as failure:
-                logger.warning(
-                    "Receive failed (%s); retrying in %.1f s", failure, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP)
-                continue
-            delay = BACKOFF_START
+    def _end_process(self, why: str) -> None:
+        logger.warning("Worker %s ends its process %s", self.worker_id, why)
+        logging.shutdown()
+        os._exit(STOPPED_TASK_EXIT)
 
-    async def _take_in_thread(self, receiver) -> None:
-        """Pop, claim and run a sync task in one hop to the slot's thread."""
-        for result in await self._in_thread(self._take, receiver):
-            if isinstance(result, TaskRecord):  # a coroutine task: this loop runs it
-                result = await self._guarded(execution.arun_claimed(result), result.id)
-            self._count(result)
-
-    def _take(self, receiver) -> list[execution.Outcome | TaskRecord | None]:
-        """In a slot's thread: wait (up to POP_WAIT) for a message, claim it,
-        and run it if it is a sync task."""
-        try:
-            messages = receiver.pop()
-        except Exception as error:
-            raise ReceiveFailed(error) from error
-        results = []
-        for message in messages:
-            record_id = _record_id(message)
-            if record_id is None:
-                continue
-            try:
-                results.append(execution.claim_and_run_sync(record_id, self.worker_id))
-            except Exception:
-                _log_failure(record_id)
-        return results
-
-    async def _take_on_loop(self, receiver) -> None:
-        """Await the layer's own receive, then run each message (one hop each)."""
-        for message in await self._receive(receiver):
-            record_id = _record_id(message)
-            if record_id is not None:
-                run = execution.arun(record_id, self.worker_id)
-                self._count(await self._guarded(run, record_id))
-
-    async def _receive(self, receiver) -> list[dict]:
-        """Wait for the next message; only called with a free slot."""
-        waiter = asyncio.ensure_future(receiver.receive())
-        self._waiting.add(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            raise ReceiveFailed(error) from error
-        finally:
-            self._waiting.discard(waiter)
-
-    @staticmethod
-    async def _guarded(run, record_id: str) -> execution.Outcome | None:
-        try:
-            return await run
-        except Exception:
-            # A broken record or database hiccup: logged, the worker goes on,
-            # and the reconciler retries the record if it is still pending.
-            _log_failure(record_id)
-            return None
-
-    @staticmethod
-    async def _in_thread(func, *args):
-        return await sync_to_async(func, thread_sensitive=False)(*args)
-
-    def _count(self, outcome: execution.Outcome | None) -> None:
-        if outcome is None or outcome.status == "skipped":
-            return
-        self.processed += 1
-        if outcome.retry_at is not None:
-            logger.info(
-                "Task id=%s will retry at %s", outcome.record_id, outcome.retry_at
-            )
+    def _count(self, outcome) -> None:
+        if outcome is not _NOTHING:
+            self.processed += 1
 
 
-class ReceiveFailed(Exception):
-    """Waiting for a message failed (Redis down?): the slot backs off."""
+_NOTHING = object()  # a slot's turn found no record to claim
 
 
-def _record_id(message: dict) -> str | None:
-    record_id = message.get("id")
-    if message.get("type") != "task.run" or not isinstance(record_id, str):
-        logger.warning("Ignoring a message that is not a task.run: %r", message)
-        return None
-    return record_id
-
-
-def _log_failure(record_id: str) -> None:
-    logger.exception("Could not run task id=%s", record_id)
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def keep_database_connections() -> None:
@@ -213,3 +179,7 @@ def keep_database_connections() -> None:
     for alias in connections:
         connections.settings[alias]["CONN_MAX_AGE"] = None
         connections.settings[alias]["CONN_HEALTH_CHECKS"] = True
+
+
+async def _in_thread(func, *args):
+    return await sync_to_async(func, thread_sensitive=False)(*args)

@@ -16,7 +16,15 @@ from django.conf import settings
 
 from project.redis_server import RedisServer, free_port
 from project.settings import celery_url_for, channel_layers_for
-from tests.support import VENV_BIN, ManagedProcess, http_ok, procfile_command, wait_for
+from tests.support import (
+    VENV_BIN,
+    ManagedProcess,
+    celery_worker_argv,
+    http_ok,
+    procfile_command,
+    runworker_argv,
+    wait_for,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -34,8 +42,10 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 @pytest.fixture(autouse=True)
 def _fresh_redis(request):
     """Each test that uses this session's Redis starts with it empty (no
-    messages left over from the previous test)."""
-    if "redis_server" in request.fixturenames:
+    messages left over from the previous test), but for tests whose workers
+    outlive them (marked shared_workers)."""
+    shared = request.node.get_closest_marker("shared_workers") is not None
+    if "redis_server" in request.fixturenames and not shared:
         server = request.getfixturevalue("redis_server")
         redis.Redis.from_url(server.url).flushall()
 
@@ -141,17 +151,24 @@ def web_server(process_env, process_logs) -> Iterator[str]:
 
 @pytest.fixture
 def worker(start_process) -> Callable[..., ManagedProcess]:
-    """Factory: a `runworker` process on the given queues, ready when it listens."""
+    """Factory: `runworker` (a supervisor and its worker processes) on the
+    given queues, ready when every worker process listens."""
 
-    def start(*queues: str, concurrency: int = 1, name: str = "runworker"):
-        argv = [
-            str(VENV_BIN / "python"),
-            "manage.py",
-            "runworker",
-            *(queues or ("default",)),
-        ]
-        process = start_process(name, [*argv, "--concurrency", str(concurrency)])
-        process.wait_ready("listening on", timeout=30, message="the worker to listen")
+    def start(
+        *queues: str,
+        concurrency: int = 1,
+        processes: int = 1,
+        name: str = "runworker",
+        **env,
+    ):
+        argv = runworker_argv(queues or ("default",), concurrency, processes)
+        process = start_process(name, argv, **env)
+        process.wait_ready(
+            "listening on",
+            timeout=30,
+            message="the worker processes to listen",
+            count=processes,
+        )
         return process
 
     return start
@@ -162,12 +179,7 @@ def celery_worker(start_process) -> Callable[..., ManagedProcess]:
     """Factory: a Celery worker process (prefork, as in production), ready when up."""
 
     def start(concurrency: int = 1, name: str = "celery", **env):
-        argv = [
-            str(VENV_BIN / "celery"), "-A", "project", "worker", "--loglevel", "INFO",
-            "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "-Q", "default",
-        ]  # fmt: skip
-        process = start_process(name, argv, **env)
+        process = start_process(name, celery_worker_argv(concurrency), **env)
         process.wait_ready(
             " ready.", timeout=60, message="the Celery worker to be ready"
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -38,6 +37,44 @@ def wait_for[T](
                 f"Timed out after {timeout:.0f} s waiting for {message}."
             )
         time.sleep(interval)
+
+
+def wait_finished(result, timeout: float = 30.0):
+    """Refresh a TaskResult until it is finished (a real worker runs it)."""
+
+    def finished():
+        result.refresh()
+        return result.is_finished
+
+    wait_for(finished, timeout=timeout, message=f"task {result.id} to finish")
+    return result
+
+
+async def await_finished(result, timeout: float = 30.0):
+    """wait_finished() from async code (in a thread of its own, so that the
+    code under test keeps the shared sync thread)."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(wait_finished, thread_sensitive=False)(result, timeout)
+
+
+def runworker_argv(
+    queues: tuple[str, ...] | list[str], concurrency: int = 1, processes: int = 1
+) -> list[str]:
+    """``manage.py runworker`` on ``queues``, as the tests and benchmarks run it."""
+    return [
+        str(VENV_BIN / "python"), "manage.py", "runworker", *queues,
+        "--concurrency", str(concurrency), "--processes", str(processes),
+    ]  # fmt: skip
+
+
+def celery_worker_argv(concurrency: int = 1, queues: str = "default") -> list[str]:
+    """A prefork Celery worker, as in production, quiet on the wire."""
+    return [
+        str(VENV_BIN / "celery"), "-A", "project", "worker", "--loglevel", "INFO",
+        "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-Q", queues,
+    ]  # fmt: skip
 
 
 def procfile_command(name: str) -> str:
@@ -74,10 +111,13 @@ class ManagedProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, text: str, *, timeout: float, message: str) -> None:
-        """Wait until the output shows ``text``; fail if the process dies first."""
+    def wait_ready(
+        self, text: str, *, timeout: float, message: str, count: int = 1
+    ) -> None:
+        """Wait until the output shows ``text`` (``count`` times); fail if the
+        process dies first."""
         wait_for(
-            lambda: text in self.output() or not self.alive(),
+            lambda: self.output().count(text) >= count or not self.alive(),
             timeout=timeout,
             message=message,
         )
@@ -115,7 +155,3 @@ def http_ok(url: str) -> bool:
         return error.code < 500
     except OSError:
         return False
-
-
-def shell_join(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

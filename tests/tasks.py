@@ -3,13 +3,16 @@
 Side effects are counted in files, so a test can see how often a task really
 ran in another process."""
 
+import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
 from django.db.backends.signals import connection_created
 from django.tasks import task
 
+from tasks.exceptions import TimeLimitExceeded
 from tasks.progress import report_progress
 
 
@@ -51,6 +54,44 @@ def slow_record_run(path: str, key: str, seconds: float, started: str = "") -> s
 
 
 @task(queue_name="default")
+async def aslow_record_run(path: str, key: str, seconds: float, started: str) -> str:
+    """slow_record_run() as a coroutine task."""
+    _mark(started, f"{key} {os.getpid()}")
+    await asyncio.sleep(seconds)
+    _mark(path, f"{key} {os.getpid()}")
+    return key
+
+
+@task(queue_name="default", timeout=1.0)
+def overrun(started: str, seconds: float) -> None:
+    """Runs past its one-second time limit."""
+    _mark(started, str(os.getpid()))
+    time.sleep(seconds)
+
+
+@task(queue_name="default", timeout=1.0)
+async def aoverrun(started: str, seconds: float) -> None:
+    _mark(started, str(os.getpid()))
+    await asyncio.sleep(seconds)
+
+
+@task(
+    queue_name="default",
+    timeout=1.0,
+    retry_on=(TimeLimitExceeded,),
+    max_attempts=2,
+    backoff_base=0.1,
+    backoff_cap=0.2,
+)
+def overrun_once(path: str) -> int:
+    """Runs past its time limit the first time only."""
+    _mark(path, str(os.getpid()))
+    if len(runs(path)) == 1:
+        time.sleep(60)
+    return len(runs(path))
+
+
+@task(queue_name="default")
 def meet(path: str, key: str, count: int, timeout: float = 30.0) -> int:
     """Mark ``path``, then wait until ``count`` tasks have: only tasks that run
     at the same time all meet."""
@@ -85,27 +126,51 @@ def bad_return() -> object:
     return object()
 
 
-# The same functions on the Celery backend (same task class, same options).
-g_add = add.using(backend="guaranteed")
-g_explode = explode.using(backend="guaranteed")
-g_slow_record_run = slow_record_run.using(backend="guaranteed")
+# The ways a task can leave the interpreter, and what each fails with.
+EXITS = {
+    "sys.exit": "builtins.SystemExit",
+    "exit": "builtins.SystemExit",
+    "SystemExit": "builtins.SystemExit",
+    "KeyboardInterrupt": "builtins.KeyboardInterrupt",
+}
+
+
+@task(queue_name="default")
+def leave(how: str) -> None:
+    """Leave the interpreter as ``how`` says; a worker must outlive it."""
+    if how == "sys.exit":
+        sys.exit(3)
+    if how == "exit":
+        exit(4)  # the builtin, as a script would call it
+    if how == "SystemExit":
+        raise SystemExit("leaving through SystemExit")
+    raise KeyboardInterrupt("interrupted by the task itself")
 
 
 @task(
-    backend="guaranteed",
     queue_name="default",
     max_attempts=3,
     retry_on=(ConnectionError,),
     backoff_base=0.2,
     backoff_cap=1.0,
 )
-def g_flaky(path: str, fail_times: int) -> int:
+def flaky(path: str, fail_times: int) -> int:
     """Fails with ConnectionError the first ``fail_times`` runs, then succeeds."""
     _mark(path, str(time.time()))
     attempt = len(runs(path))
     if attempt <= fail_times:
         raise ConnectionError(f"flaky failure {attempt}")
     return attempt
+
+
+# The same functions on the Celery backend (same task class, same options).
+g_add = add.using(backend="guaranteed")
+g_record_run = record_run.using(backend="guaranteed")
+g_explode = explode.using(backend="guaranteed")
+g_slow_record_run = slow_record_run.using(backend="guaranteed")
+g_leave = leave.using(backend="guaranteed")
+g_flaky = flaky.using(backend="guaranteed")
+g_overrun = overrun.using(backend="guaranteed")
 
 
 # Database connections this process opened, for tests of connection reuse.

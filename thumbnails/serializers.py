@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from tasks.models import Status, TaskRecord
+from tasks.models import Status, TaskRecord, error_reason
 from thumbnails import conf, pipeline, webhooks
 from thumbnails.models import Image, Thumbnail
 
@@ -191,16 +191,11 @@ class TaskSerializer(serializers.ModelSerializer):
 
     def get_errors(self, record: TaskRecord) -> list[str]:
         """One reason per failed attempt: the last line of its traceback."""
-        return [_last_line(error) for error in record.errors]
+        return [error_reason(error) for error in record.errors]
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_return_value(self, record: TaskRecord) -> Any:
         return record.return_value if record.status == Status.SUCCESSFUL else None
-
-
-def _last_line(error: dict) -> str:
-    lines = str(error.get("traceback", "")).strip().splitlines()
-    return lines[-1] if lines else str(error.get("exception_class_path", ""))
 
 
 def _absolute(request, url: str) -> str:

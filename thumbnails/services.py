@@ -17,6 +17,7 @@ from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 
 from tasks.context import enqueued_by
+from tasks.models import error_reason
 from thumbnails import conf, pipeline
 from thumbnails.models import Image
 
@@ -98,11 +99,7 @@ def sync_status(image: Image) -> Image:
     except TaskResultDoesNotExist:
         return image
     if result.status == TaskResultStatus.FAILED:
-        reason = (
-            result.errors[-1].traceback.strip().splitlines()[-1]
-            if result.errors
-            else ""
-        )
+        reason = error_reason(result.errors[-1]) if result.errors else ""
         image.status, image.error = Image.Status.FAILED, reason or "The job failed."
         Image.objects.filter(pk=image.pk).update(status=image.status, error=image.error)
     return image

@@ -5,7 +5,7 @@ import pytest
 from django.tasks import TaskResultStatus
 
 from tests import tasks
-from tests.integration.test_channels_backend import wait_finished
+from tests.support import wait_finished
 
 IDLE_SECONDS = 31
 

@@ -7,8 +7,7 @@ import pytest
 from django.tasks import TaskResultStatus
 
 from tests import tasks
-from tests.integration.test_channels_backend import wait_finished
-from tests.support import wait_for
+from tests.support import wait_finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,3 +109,20 @@ def test_pool_child_killed_mid_task_is_requeued(celery_worker, reconciler, tmp_p
     assert result.attempts == 2
     assert [line.split()[0] for line in tasks.runs(done)] == ["k"]
     assert worker.alive()
+
+
+def test_a_task_leaving_the_interpreter_fails_and_the_pool_child_goes_on(
+    celery_worker,
+):
+    # Given a Celery worker with one pool process
+    celery_worker()
+    # When tasks exit the interpreter, each its own way
+    leaving = [tasks.g_leave.enqueue(how) for how in tasks.EXITS]
+    # Then each fails once with its own exception (never WorkerLost, no retry)
+    for how, result in zip(tasks.EXITS, leaving, strict=True):
+        wait_finished(result, timeout=60)
+        assert result.status == TaskResultStatus.FAILED
+        assert [e.exception_class_path for e in result.errors] == [tasks.EXITS[how]]
+    # And all ran in the same pool process, which still serves
+    after = wait_finished(tasks.g_add.enqueue(1, 1), timeout=60)
+    assert {r.worker_ids[0] for r in [*leaving, after]} == set(after.worker_ids)

@@ -11,20 +11,9 @@ from django.utils import timezone
 
 from tasks.models import TaskRecord
 from tests import tasks
-from tests.support import wait_for
+from tests.support import await_finished, wait_finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-FINISHED = (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
-
-
-def wait_finished(result, timeout: float = 30.0):
-    def finished():
-        result.refresh()
-        return result.status in FINISHED
-
-    wait_for(finished, timeout=timeout, message=f"task {result.id} to finish")
-    return result
 
 
 def test_enqueue_runs_on_the_worker_and_returns_its_value(worker):
@@ -69,7 +58,13 @@ def test_unserializable_return_value_fails_clearly(worker):
     worker("default")
     result = wait_finished(tasks.bad_return.enqueue())
     assert result.status == TaskResultStatus.FAILED
-    assert "cannot be stored as JSON" in result.errors[-1].traceback
+    assert result.errors[-1].exception_class is TypeError
+    assert "Unsupported type" in result.errors[-1].traceback
+    reason = result.errors[-1].traceback.strip().splitlines()[-1]
+    assert reason == (
+        "The task's return value must be JSON data "
+        "(dict, list, str, int, float, bool or None)."
+    )
 
 
 def test_coroutine_task_runs_on_the_worker_loop(worker):
@@ -128,10 +123,10 @@ def test_another_layer_is_read_through_its_own_receive(redis_server, monkeypatch
     # as with a customised or non-Redis layer
     from asgiref.sync import sync_to_async
 
-    from tasks import receivers
+    from tasks import redis_layer
     from tasks.worker import Worker
 
-    monkeypatch.setattr(receivers.DirectReceiver, "usable", lambda *args: False)
+    monkeypatch.setattr(redis_layer, "usable", lambda *args: False)
     worker = Worker(["default"], concurrency=2)
     results = []
 
@@ -201,7 +196,7 @@ def test_script_send_matches_the_layers_own_format(redis_server):
     transport.send("default", {"type": "task.run", "id": "abc"})
     # Then channels-redis' own receive reads it back unchanged
     layer = get_channel_layer()
-    assert transport._ScriptSender.usable(layer, "default")
+    assert transport.redis_layer.usable(layer, ["default"])
     assert async_to_sync(layer.receive)("default") == {"type": "task.run", "id": "abc"}
 
 
@@ -253,3 +248,69 @@ def test_one_worker_serves_several_queues(worker):
     assert wait_finished(first).return_value == 3
     assert wait_finished(second).return_value == 7
     assert first.worker_ids == second.worker_ids
+
+
+def test_a_task_leaving_the_interpreter_fails_and_every_slot_goes_on(worker, tmp_path):
+    # Given a worker with two slots, one of them busy with a slow task
+    done, started = str(tmp_path / "done"), str(tmp_path / "started")
+    process = worker("default", concurrency=2)
+    slow = tasks.slow_record_run.enqueue(done, "slow", 1.5, started)
+    wait_for(lambda: tasks.runs(started), message="the slow task to start")
+    # When the other slot runs tasks that exit, each its own way
+    leaving = [tasks.leave.enqueue(how) for how in tasks.EXITS]
+    # Then each attempt fails with its own exception and traceback, no retry
+    for how, result in zip(tasks.EXITS, leaving, strict=True):
+        wait_finished(result)
+        assert result.status == TaskResultStatus.FAILED
+        assert result.attempts == 1
+        assert result.errors[0].exception_class_path == tasks.EXITS[how]
+        assert "Traceback (most recent call last)" in result.errors[0].traceback
+    # And the slow task finished in the same worker process, which goes on
+    assert wait_finished(slow).status == TaskResultStatus.SUCCESSFUL
+    assert {r.worker_ids[0] for r in [slow, *leaving]} == set(slow.worker_ids)
+    assert wait_finished(tasks.add.enqueue(1, 1)).worker_ids == slow.worker_ids
+    assert process.alive()
+
+
+def test_the_result_enqueue_returns_equals_the_stored_one(redis_server):
+    # Given arguments that JSON stores differently (int keys, tuples)
+    result = tasks.record_run.enqueue({1: "a"}, key=("x", 2))
+    # Then the returned result already holds what is stored
+    assert result.args == [{"1": "a"}]
+    assert result.kwargs == {"key": ["x", 2]}
+    assert tasks.record_run.get_result(result.id) == result
+
+
+def test_aenqueue_delivers_when_the_transaction_commits(redis_server):
+    # Given async code called from a transaction (as under ATOMIC_REQUESTS)
+    from asgiref.sync import async_to_sync
+
+    from tasks import transport
+
+    parked = tasks.add.using(queue_name="thumbnailer")  # no worker here
+    with transaction.atomic():
+        result = async_to_sync(parked.aenqueue)(1, 2)
+        # Then nothing is sent before the commit
+        assert transport.depths(["thumbnailer"]) == {"thumbnailer": 0}
+        assert TaskRecord.objects.filter(pk=result.id).exists()
+    assert transport.depths(["thumbnailer"]) == {"thumbnailer": 1}
+
+
+async def test_the_asgi_channel_route_runs_the_task_a_message_names(redis_server):
+    # Given a task, and the project's ASGI app on the "default" channel
+    from asgiref.sync import sync_to_async
+    from channels.testing import ApplicationCommunicator
+
+    from project.asgi import application
+
+    result = await sync_to_async(tasks.add.enqueue)(20, 22)
+    app = ApplicationCommunicator(
+        application, {"type": "channel", "channel": "default"}
+    )
+    # When the app receives the task's message (as a stock worker would pass it)
+    await app.send_input({"type": "task.run", "id": result.id})
+    # Then it has claimed and run it
+    await await_finished(result)
+    assert result.return_value == 42
+    assert result.worker_ids[0].startswith("consumer:")
+    app.stop()

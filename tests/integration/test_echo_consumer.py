@@ -7,7 +7,9 @@ from project.asgi import application
 
 ORIGIN = [(b"origin", b"http://127.0.0.1")]
 
-pytestmark = pytest.mark.usefixtures("redis_server")
+# Channels closes stale database connections around every message (in the
+# thread async tests share); earlier async tests may have left one there.
+pytestmark = [pytest.mark.usefixtures("redis_server"), pytest.mark.django_db]
 
 
 async def connect(path: str, headers=ORIGIN) -> tuple[WebsocketCommunicator, bool]:

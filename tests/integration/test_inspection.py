@@ -16,7 +16,7 @@ from tasks.events import owner_group
 from tasks.models import TaskRecord
 from tasks.reconciler import Reconciler
 from tests import tasks
-from tests.integration.test_channels_backend import wait_finished
+from tests.support import wait_finished
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -115,7 +115,9 @@ def test_admin_retry_and_cancel(admin_client):
     assert "1 task was cancelled." in response.content.decode()
     cancelled = TaskRecord.objects.get(pk=pending.id)
     assert cancelled.status == TaskResultStatus.FAILED
-    assert cancelled.last_error == "Cancelled before it ran."
+    assert cancelled.last_error == (
+        "tasks.exceptions.TaskCancelled: Cancelled before it ran."
+    )
     assert admin_client.get(url + "?status__exact=FAILED&q=add").status_code == 200
 
 

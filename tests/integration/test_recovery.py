@@ -8,8 +8,7 @@ from django.tasks import TaskResultStatus
 from project.settings import channel_layers_for
 from tasks.models import TaskRecord
 from tests import tasks
-from tests.integration.test_channels_backend import wait_finished
-from tests.support import wait_for
+from tests.support import wait_finished, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

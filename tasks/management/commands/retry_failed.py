@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from tasks import operations
+from tasks import lifecycle
 from tasks.models import TaskRecord
 
 
@@ -16,5 +16,5 @@ class Command(BaseCommand):
         records = TaskRecord.objects.failed()
         if task:
             records = records.filter(task_path=task)
-        count = operations.retry(records)
+        count = sum(lifecycle.retry(record) for record in records)
         self.stdout.write(f"Queued {count} failed task(s) again.")

@@ -1,10 +1,10 @@
 """``manage.py tasks_status``: per-queue depth as a table."""
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand
 from django.db.models import Count
 
+from tasks import transport
+from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 
 COLUMNS = ["queue", "backend", "channel", *[s.value for s in Status]]
@@ -21,10 +21,11 @@ class Command(BaseCommand):
         for row in rows:
             key = (row["queue_name"], row["backend"])
             counts.setdefault(key, {})[row["status"]] = row["n"]
-        depths = async_to_sync(_channel_depths)(sorted({q for q, _ in counts}))
+        depths = transport.depths(sorted({q for q, _ in counts}))
+        channels = channels_aliases()
         table = [COLUMNS]
         for (queue, backend), by_status in sorted(counts.items()):
-            depth = depths.get(queue, "?") if backend != "guaranteed" else "-"
+            depth = depths.get(queue, "?") if backend in channels else "-"
             table.append(
                 [
                     queue,
@@ -34,19 +35,6 @@ class Command(BaseCommand):
                 ]
             )
         self.stdout.write(_format(table) if len(table) > 1 else "No tasks recorded.")
-
-
-async def _channel_depths(queues: list[str]) -> dict[str, int]:
-    """Messages waiting on each queue's channel (channels-redis sorted sets)."""
-    layer = get_channel_layer()
-    depths = {}
-    try:
-        connection = layer.connection(0)
-        for queue in queues:
-            depths[queue] = await connection.zcard(layer.prefix + queue)
-    except Exception:
-        return {}
-    return depths
 
 
 def _format(table: list[list[str]]) -> str:

@@ -1,0 +1,150 @@
+"""Watching running attempts: heartbeats, ownership, time limits.
+
+One thread per process (not one per task: starting a thread costs more than
+a no-op task) looks at every attempt the process runs, every CHECK_INTERVAL:
+
+- every ``TASKS_HEARTBEAT_SECONDS`` it refreshes their heartbeats, so the
+  reconciler can tell a live worker from a dead one;
+- in between, it checks (a read) that each attempt still owns its record:
+  one that was cancelled, or handed to another worker, is stopped;
+- an attempt past its task's time limit is stopped with TimeLimitExceeded.
+
+Stopping a coroutine attempt cancels it on its loop. A sync attempt cannot be
+interrupted from outside its thread, so for it the monitor records the
+outcome (TimeLimitExceeded) and calls ``end_process``: the worker process
+exits and its supervisor starts a new one. Without ``end_process`` (the
+Celery pool, whose own time limits and revoke stop tasks) the monitor only
+heart-beats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from tasks import lifecycle
+from tasks.exceptions import TimeLimitExceeded
+from tasks.models import TaskRecord
+
+logger = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 0.5
+
+
+@dataclass
+class Attempt:
+    record: TaskRecord
+    deadline: float | None  # time.monotonic() after which it is stopped
+    time_limit: float | None
+    task: asyncio.Task | None = None  # a coroutine attempt's asyncio task
+    stopping: bool = False
+
+
+class Monitor:
+    def __init__(self, end_process: Callable[[str], None] | None = None) -> None:
+        self._end_process = end_process
+        self._attempts: dict[int, Attempt] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._last_beat = 0.0
+
+    @contextmanager
+    def watching(
+        self, record: TaskRecord, task: asyncio.Task | None = None
+    ) -> Iterator[Attempt]:
+        """Watch ``record``'s attempt while the block runs it."""
+        attempt = _attempt(record, task)
+        key = id(attempt)
+        with self._lock:
+            self._attempts[key] = attempt
+            self._ensure_thread()
+        try:
+            yield attempt
+        finally:
+            with self._lock:
+                self._attempts.pop(key, None)
+
+    def check(self) -> None:
+        """One look at every attempt (the thread's loop body)."""
+        with self._lock:
+            attempts = [a for a in self._attempts.values() if not a.stopping]
+        if not attempts:
+            return
+        if self._end_process is not None:
+            now = time.monotonic()
+            for attempt in attempts:
+                if attempt.deadline is not None and now > attempt.deadline:
+                    limit = TimeLimitExceeded.after(
+                        attempt.record.id, attempt.time_limit
+                    )
+                    self._stop(attempt, limit)
+        for record in self._lost([a.record for a in attempts if not a.stopping]):
+            attempt = next(a for a in attempts if a.record is record)
+            self._stop(attempt, None)
+
+    def _lost(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        if not records:
+            return []
+        now = time.monotonic()
+        if now - self._last_beat >= settings.TASKS_HEARTBEAT_SECONDS:
+            self._last_beat = now
+            return lifecycle.heartbeat(records)
+        if self._end_process is None:
+            return []
+        owned = {id(record) for record in lifecycle.still_owned(records)}
+        return [record for record in records if id(record) not in owned]
+
+    def _stop(self, attempt: Attempt, reason: BaseException | None) -> None:
+        """Stop an attempt: ``reason`` is its failure, None if it lost its record."""
+        attempt.stopping = True
+        record = attempt.record
+        if reason is None:
+            logger.warning("Task id=%s: its record was taken away; stopping", record.id)
+        if attempt.task is not None:
+            loop = attempt.task.get_loop()
+            loop.call_soon_threadsafe(attempt.task.cancel, reason)
+            return
+        if self._end_process is None:
+            return
+        if reason is not None:
+            # The slot's thread still holds ``record``: write from a copy.
+            lifecycle.fail(copy.copy(record), reason)
+        with self._lock:
+            running = id(attempt) in self._attempts
+        if running:  # (not if it finished meanwhile, on its own)
+            self._end_process(f"to stop task id={record.id}")
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._watch_forever, name="task-monitor", daemon=True
+            )
+            self._thread.start()
+
+    def _watch_forever(self) -> None:
+        while True:
+            time.sleep(CHECK_INTERVAL)
+            try:
+                self.check()
+            except Exception:
+                logger.warning("Monitoring running tasks failed", exc_info=True)
+
+
+def _attempt(record: TaskRecord, task: asyncio.Task | None) -> Attempt:
+    try:
+        limit = record.get_task().time_limit
+    except Exception:
+        limit = None  # not importable: it fails at once anyway
+    deadline = time.monotonic() + limit if limit else None
+    return Attempt(record, deadline, limit, task)

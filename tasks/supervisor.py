@@ -1,0 +1,180 @@
+"""``runworker --processes N``: N worker processes, kept running.
+
+The supervisor runs no task itself. It starts N children (``runworker ...
+--child ID``), each a tasks.worker.Worker with its slots, each in its own
+process group (so a terminal's Ctrl-C reaches a child once, through the
+supervisor) and killed by the kernel if the supervisor dies
+(PR_SET_PDEATHSIG).
+
+When a child exits, the records it was running are handed back at once
+(READY again, or FAILED at their attempt limit), not after the stale-heartbeat
+grace, and a new child starts: at once if the child ended itself to stop a
+task (time limit, cancel), else after a backoff that doubles while children
+keep dying young.
+
+Signals: the first SIGTERM or SIGINT is passed on (children finish their
+running tasks, then exit) and no child is restarted; a second one is passed on
+too (children abandon their tasks, which are handed back).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from django.db import close_old_connections
+
+from tasks import lifecycle
+from tasks.worker import STOPPED_TASK_EXIT, new_worker_id
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+# A child that dies sooner than this after starting "died young".
+MIN_UPTIME = 10.0
+RESTART_DELAY = 0.5
+RESTART_DELAY_CAP = 30.0
+
+
+@dataclass
+class Child:
+    index: int
+    worker_id: str
+    popen: subprocess.Popen
+    started_at: float
+    young_deaths: int = 0
+
+
+class Supervisor:
+    def __init__(self, queues: list[str], processes: int, concurrency: int) -> None:
+        self.queues = list(queues)
+        self.processes = processes
+        self.concurrency = concurrency
+        self._children: dict[int, Child] = {}
+        self._restarts: dict[int, tuple[float, int]] = {}  # index: (when, deaths)
+        self._signals = 0
+        self._wake = threading.Event()
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
+        logger.info(
+            "Supervising %d worker process(es) on %s, %d slot(s) each",
+            self.processes,
+            ", ".join(self.queues),
+            self.concurrency,
+        )
+        for index in range(self.processes):
+            self._start(index)
+        while self._children or (self._restarts and not self._signals):
+            self._wake.wait(1.0)
+            self._wake.clear()
+            self._reap()
+            self._restart_due()
+        logger.info("Supervisor: every worker process has stopped")
+        return 0
+
+    def _start(self, index: int, young_deaths: int = 0) -> None:
+        worker_id = f"{new_worker_id()}.{index}"
+        popen = subprocess.Popen(
+            _child_argv(self.queues, self.concurrency, worker_id),
+            process_group=0,
+            preexec_fn=_die_with_parent,
+        )
+        self._children[popen.pid] = Child(
+            index, worker_id, popen, time.monotonic(), young_deaths
+        )
+
+    def _reap(self) -> None:
+        for pid, child in list(self._children.items()):
+            code = child.popen.poll()
+            if code is None:
+                continue
+            del self._children[pid]
+            self._hand_back(child, code)
+            if not self._signals:
+                self._schedule_restart(child, code)
+
+    def _hand_back(self, child: Child, code: int) -> None:
+        reason = f"Worker process {child.worker_id} {_describe_exit(code)}."
+        close_old_connections()
+        try:
+            count = lifecycle.hand_back_worker(child.worker_id, reason)
+        except Exception:
+            logger.exception("Could not hand back the tasks of %s", child.worker_id)
+            return
+        level = logging.INFO if code in (0, STOPPED_TASK_EXIT) else logging.WARNING
+        logger.log(level, "%s %d running task(s) handed back.", reason, count)
+
+    def _schedule_restart(self, child: Child, code: int) -> None:
+        if code == STOPPED_TASK_EXIT:
+            delay, deaths = 0.0, 0
+        else:
+            young = time.monotonic() - child.started_at < MIN_UPTIME
+            deaths = child.young_deaths + 1 if young else 0
+            delay = min(RESTART_DELAY * 2 ** max(deaths - 1, 0), RESTART_DELAY_CAP)
+            logger.info("Restarting worker process %d in %.1f s", child.index, delay)
+        self._restarts[child.index] = (time.monotonic() + delay, deaths)
+        if delay == 0:
+            self._wake.set()
+
+    def _restart_due(self) -> None:
+        if self._signals:
+            self._restarts.clear()
+            return
+        now = time.monotonic()
+        for index, (when, deaths) in list(self._restarts.items()):
+            if when <= now:
+                del self._restarts[index]
+                self._start(index, deaths)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._signals += 1
+        what = "finish their tasks" if self._signals == 1 else "abandon their tasks"
+        logger.info("%s: worker processes %s", signal.strsignal(signum), what)
+        for child in self._children.values():
+            if child.popen.poll() is None:
+                child.popen.send_signal(signal.SIGTERM)
+        self._wake.set()
+
+
+def _child_argv(queues: list[str], concurrency: int, worker_id: str) -> list[str]:
+    """How this process was started (manage.py or ``-m django``), as a child."""
+    script = sys.argv[0]
+    if script.endswith("__main__.py"):
+        start = [sys.executable, "-m", "django"]
+    else:
+        start = [sys.executable, os.path.abspath(script)]
+    return [
+        *start,
+        "runworker",
+        *queues,
+        "--concurrency",
+        str(concurrency),
+        "--child",
+        worker_id,
+    ]
+
+
+def _describe_exit(code: int) -> str:
+    if code == STOPPED_TASK_EXIT:
+        return "ended itself to stop a task"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the supervisor dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
