@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
+from tasks import lifecycle
 from tasks.models import TaskRecord
 from thumbnails import pipeline, services
 from thumbnails.models import Image
@@ -126,7 +127,30 @@ class TaskViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet[TaskRecord]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return TaskRecord.objects.none()
-        return TaskRecord.objects.for_owner(self.request.user)
+        user = self.request.user
+        if self.action == "cancel" and user.is_staff:
+            return TaskRecord.objects.all()  # staff may stop anyone's job
+        return TaskRecord.objects.for_owner(user)
+
+    @extend_schema(
+        summary="Cancel one of your jobs, waiting or running",
+        request=None,
+        responses={
+            200: OpenApiResponse(TaskSerializer, description="Cancelled."),
+            409: OpenApiResponse(description="Already finished: nothing to cancel."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """A running job stops within about a second; it is never retried."""
+        record = self.get_object()
+        if not lifecycle.cancel(record):
+            record.refresh_from_db()
+            detail = (
+                f"The job has already finished ({record.status}): nothing to cancel."
+            )
+            return Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(record).data)
 
 
 def _rejection_status(error: pipeline.ImageRejected) -> int:

@@ -321,6 +321,30 @@ def test_unknown_task_is_404(as_alice):
     assert as_alice.get("/api/tasks/nope/").status_code == 404
 
 
+def test_owner_cancels_a_waiting_job(as_alice, alices_image):
+    response = as_alice.post(f"/api/tasks/{alices_image.task_id}/cancel/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "FAILED"
+    assert body["errors"] == [
+        "tasks.exceptions.TaskCancelled: Cancelled before it ran."
+    ]
+    # A second cancel has nothing left to do
+    again = as_alice.post(f"/api/tasks/{alices_image.task_id}/cancel/")
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        "The job has already finished (FAILED): nothing to cancel."
+    )
+
+
+def test_staff_cancel_any_job_and_other_users_none(as_bob, alices_image, admin_user):
+    url = f"/api/tasks/{alices_image.task_id}/cancel/"
+    assert as_bob.post(url).status_code == 404
+    assert TaskRecord.objects.get().status == TaskResultStatus.READY
+    assert client_for(admin_user).post(url).status_code == 200
+    assert TaskRecord.objects.get().status == TaskResultStatus.FAILED
+
+
 # --- Isolation, authentication ------------------------------------------------
 
 

@@ -91,6 +91,7 @@ OPERATIONS = [
     ("DELETE", "/api/images/{id}/"),
     ("POST", "/api/images/{id}/regenerate/"),
     ("GET", "/api/tasks/{id}/"),
+    ("POST", "/api/tasks/{id}/cancel/"),
 ]
 
 
