@@ -16,11 +16,23 @@ with the same environment, and measures with no-op tasks:
   (records: ``started_at - enqueued_at``; peers: the task pushes
   ``time.time() - sent`` to a Redis list).
 
-Variants: ChannelsBackend (1 and 2 ``runworker`` processes, and one process
-with 4 slots), CeleryBackend, plain Celery, Celery with a database result
-backend (SQLAlchemy on the same SQLite file), Dramatiq (1 process, 8 threads)
-and the stock Channels worker with a bare consumer on raw channels-redis.
-The no-op tasks are in bench/queue_peers.py.
+Variants: ChannelsBackend (``runworker --processes 1`` and ``2``, and one
+process with 4 slots), CeleryBackend, plain Celery, Celery with a database
+result backend (SQLAlchemy on the same SQLite file), Dramatiq (1 process, 8
+threads) and the stock Channels worker with a bare consumer on raw
+channels-redis. The no-op tasks are in bench/queue_peers.py. Everything runs
+with the project's default settings (channel capacity 1000 and all).
+
+Two scenarios follow the table:
+
+- drain: DRAIN_TASKS no-ops enqueued before any worker starts, then drained:
+  tasks/s from the workers being ready to the last completion, for
+  ChannelsBackend (1 and 2 processes), plain Celery and Dramatiq;
+- slow backlog: BACKLOG_TASKS tasks of 0.3 s enqueued at once on one worker
+  process (and the reconciler), as a ratio to the ideal time.
+
+Last, a profile of where a no-op's time goes in a ChannelsBackend worker
+(py-spy samples of the worker process while it drains).
 
 Prints one table and PASS/FAIL per target; always exits 0 (timings on shared
 machines are noisy). A variant that cannot run prints a row saying why. Every
@@ -43,9 +55,12 @@ import math  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+
+import psutil  # noqa: E402
 
 from bench import queue_peers  # noqa: E402
 from bench.queue_peers import DONE_KEY, LATENCY_KEY, RAW_CHANNEL  # noqa: E402
@@ -59,13 +74,19 @@ PYTHON = str(VENV_BIN / "python")
 WARMUP_TASKS = 20
 # Targets for ChannelsBackend with one worker process (one slot), against
 # plain Celery with one worker process (concurrency 1).
-TARGET_VS_CELERY = 1.0
+TARGET_VS_CELERY = 1.2
 TARGET_VS_CELERY_DB = 1.5
+TARGET_DRAIN_VS_CELERY = 1.0
+TARGET_BACKLOG_VS_IDEAL = 1.1
+DRAIN_TASKS = 20_000
+BACKLOG_TASKS = 300
+PROFILE_TASKS = 6_000
 
 PLAIN_CELERY = "plain Celery @shared_task"
 CELERY_DB = "Celery + db results"
 DRAMATIQ = "Dramatiq"
-OURS_1 = "ChannelsBackend 1 worker"
+OURS_1 = "ChannelsBackend 1 process"
+OURS_2 = "ChannelsBackend 2 processes"
 
 
 # --- Results --------------------------------------------------------------------
@@ -97,12 +118,14 @@ class Variant:
 
     name = ""
     used = ""
+    # How often each worker's log shows its ready text (once per process).
+    ready_count = 1
 
     def __init__(self, bench: "Bench"):
         self.bench = bench
 
     def workers(self) -> list[tuple[list[str], str]]:
-        """(argv, text its log shows when ready) of each worker process."""
+        """(argv, text its log shows when ready) of each command started."""
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -141,26 +164,24 @@ class Variant:
 
 
 class OursChannels(Variant):
-    backend_task = "noop"
-    processes = 1
-    concurrency = 1
-
-    def __init__(self, bench, processes=1, concurrency=1):
+    def __init__(self, bench, processes=1, concurrency=1, task="noop"):
         super().__init__(bench)
-        self.processes = processes
+        self.processes = self.ready_count = processes
         self.concurrency = concurrency
+        self.backend_task = task
         slots = f", {concurrency} slots" if concurrency > 1 else ""
-        plural = "s" if processes > 1 else ""
-        self.name = f"ChannelsBackend {processes} worker{plural}{slots}"
+        plural = "es" if processes > 1 else ""
+        self.name = f"ChannelsBackend {processes} process{plural}{slots}"
         self.used = (
-            f"{processes} x `manage.py runworker default --concurrency "
-            f"{concurrency}`; @task noop on backend `default`, enqueue()"
+            f"`manage.py runworker default --processes {processes} --concurrency "
+            f"{concurrency}`; @task {task} on backend `default`, enqueue()"
         )
 
     def workers(self):
         argv = [PYTHON, "manage.py", "runworker", "default"]
+        argv += ["--processes", str(self.processes)]
         argv += ["--concurrency", str(self.concurrency)]
-        return [(argv, "listening on")] * self.processes
+        return [(argv, "listening on")]
 
     @property
     def task(self):
@@ -219,10 +240,8 @@ class OursChannels(Variant):
 
 
 class OursCelery(OursChannels):
-    backend_task = "guaranteed_noop"
-
     def __init__(self, bench):
-        super().__init__(bench)
+        super().__init__(bench, task="guaranteed_noop")
         self.name = "CeleryBackend"
         self.used = (
             "`celery -A project worker -Q default --concurrency 1` (prefork); "
@@ -397,31 +416,20 @@ class Bench:
     def run_variant(self, variant: Variant) -> Row:
         row = Row(variant.name, variant.used)
         n = self.args.tasks
-        started: list[ManagedProcess] = []
         try:
-            for index, (argv, _) in enumerate(variant.workers()):
-                name = f"{variant.name.split()[0].lower()}-{index}"
-                process = ManagedProcess(name, argv, self.env, self.tmp / "logs")
-                logger.info(
-                    "Started %s (pid %s): %s", name, process.pid, " ".join(argv)
-                )
-                self.processes.append(process)
-                started.append(process)
-            for process, (_, ready) in zip(started, variant.workers(), strict=True):
-                process.wait_ready(ready, timeout=60, message=f"{process.name} ready")
-            variant.reset()
-            variant.enqueue_many(WARMUP_TASKS)
-            variant.wait_done(WARMUP_TASKS, 60)
-            variant.reset()
-            timeout = max(60.0, n / 50)
-            first = time.time()
-            enqueue_seconds = variant.enqueue_many(n)
-            last = variant.wait_done(n, timeout)
-            row.enqueue_rate = n / enqueue_seconds
-            row.throughput = n / (last - first)
-            variant.reset()
-            row.latencies = variant.latency_run(self.args.latency_tasks)
-            variant.extra(row, n)
+            with self.workers(variant):
+                variant.reset()
+                variant.enqueue_many(WARMUP_TASKS)
+                variant.wait_done(WARMUP_TASKS, 60)
+                variant.reset()
+                first = time.time()
+                enqueue_seconds = variant.enqueue_many(n)
+                last = variant.wait_done(n, max(60.0, n / 50))
+                row.enqueue_rate = n / enqueue_seconds
+                row.throughput = n / (last - first)
+                variant.reset()
+                row.latencies = variant.latency_run(self.args.latency_tasks)
+                variant.extra(row, n)
             logger.info(
                 "%s: %.0f tasks/s, enqueue %.0f/s, p50 %.2f ms, p99 %.2f ms",
                 row.name,
@@ -431,17 +439,140 @@ class Bench:
                 row.p(99),
             )
         except Exception as error:
-            logger.exception("%s could not run", variant.name)
-            row.error = f"{type(error).__name__}: {error}"[:200]
+            row.error = _failure(variant, error)
+        return row
+
+    def run_drain(self, variant: Variant, n: int) -> Row:
+        """n tasks waiting before any worker starts, then drained."""
+        row = Row(variant.name, variant.used)
+        try:
+            variant.reset()
+            variant.enqueue_many(n)
+            with self.workers(variant):
+                ready = time.time()
+                last = variant.wait_done(n, max(120.0, n / 50))
+            row.throughput = n / (last - ready)
+            logger.info("%s drained %d at %.0f tasks/s", row.name, n, row.throughput)
+        except Exception as error:
+            row.error = _failure(variant, error)
         finally:
-            for process in started:
-                process.stop()
             with contextlib.suppress(Exception):
                 variant.reset()
         return row
 
+    def run_slow_backlog(self, n: int) -> float | str:
+        """n naps of NAP_SECONDS enqueued at once on one worker process (the
+        reconciler running): elapsed over the ideal n * NAP_SECONDS."""
+        variant = OursChannels(self, task="nap")
+        reconciler = ([PYTHON, "manage.py", "reconcile_tasks", "--loop"], "")
+        try:
+            with self.workers(variant, also=[reconciler]):
+                variant.reset()
+                first = time.time()
+                variant.enqueue_many(n)
+                ideal = n * queue_peers.NAP_SECONDS
+                last = variant.wait_done(n, ideal * 3)
+            return (last - first) / ideal
+        except Exception as error:
+            return _failure(variant, error)
+        finally:
+            with contextlib.suppress(Exception):
+                variant.reset()
 
-def configure(tmp: Path, redis_url: str, tasks: int) -> dict:
+    def profile_noop(self, n: int) -> list[tuple[str, float]] | str:
+        """Where a no-op's time goes in a worker process draining n tasks:
+        py-spy samples of the process, by the part of the job system they
+        are in."""
+        variant = OursChannels(self)
+        output = self.tmp / "profile.txt"
+        try:
+            variant.reset()
+            variant.enqueue_many(n)
+            with self.workers(variant) as (supervisor,):
+                child = psutil.Process(supervisor.pid).children()[0].pid
+                spy = [
+                    str(VENV_BIN / "py-spy"), "record", "--pid", str(child),
+                    "--rate", "500", "--format", "raw", "--nonblocking",
+                    "--duration", "4", "--output", str(output),
+                ]  # fmt: skip
+                subprocess.run(spy, check=True, capture_output=True, timeout=60)
+                variant.wait_done(n, max(60.0, n / 50))
+            return profile_shares(output.read_text())
+        except Exception as error:
+            return _failure(variant, error)
+        finally:
+            with contextlib.suppress(Exception):
+                variant.reset()
+
+    @contextlib.contextmanager
+    def workers(self, variant: Variant, also=()):
+        """Start the variant's worker commands (and ``also``), wait until
+        they are ready, stop them all at the end."""
+        started: list[ManagedProcess] = []
+        try:
+            commands = [*variant.workers(), *also]
+            for index, (argv, _) in enumerate(commands):
+                name = f"{variant.name.split()[0].lower()}-{index}"
+                process = ManagedProcess(name, argv, self.env, self.tmp / "logs")
+                logger.info(
+                    "Started %s (pid %s): %s", name, process.pid, " ".join(argv)
+                )
+                self.processes.append(process)
+                started.append(process)
+            for process, (_, ready) in zip(started, commands, strict=True):
+                if ready:
+                    process.wait_ready(
+                        ready,
+                        timeout=60,
+                        message=f"{process.name} ready",
+                        count=variant.ready_count,
+                    )
+            yield started
+        finally:
+            for process in started:
+                process.stop()
+
+
+def _failure(variant: Variant, error: Exception) -> str:
+    logger.exception("%s could not run", variant.name)
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+# Parts of the job system a sampled stack can be in, most specific first:
+# (label, function names, any of which in a frame puts the sample there).
+PROFILE_PARTS = [
+    ("signals and their log lines", ("_signal",)),
+    ("task events (owner groups)", ("publish",)),
+    ("claim: UPDATE ... RETURNING", ("claim_next",)),
+    ("finish: UPDATE", ("succeed", "update_if_current")),
+    ("connection health checks", ("close_old_connections",)),
+    ("waiting for a wake-up", ("pop",)),
+    ("running the task body", ("run_sync",)),
+    ("monitor thread", ("_watch_forever",)),
+]
+
+
+def profile_shares(raw: str) -> list[tuple[str, float]]:
+    """py-spy's raw (collapsed) stacks as the share of samples in each part."""
+    counts: dict[str, int] = {}
+    for line in raw.splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not stack or not number.isdigit():
+            continue
+        functions = {frame.split(" (")[0] for frame in stack.split(";")}
+        part = next(
+            (label for label, names in PROFILE_PARTS if functions & set(names)),
+            "the rest (event loop, thread hops, interpreter)",
+        )
+        counts[part] = counts.get(part, 0) + int(number)
+    total = sum(counts.values()) or 1
+    return sorted(
+        ((part, count / total) for part, count in counts.items()),
+        key=lambda item: -item[1],
+    )
+
+
+def configure(tmp: Path, redis_url: str) -> dict:
     """The environment of the bench and its workers; sets up Django here."""
     database = tmp / "bench.sqlite3"
     env = dict(os.environ)
@@ -455,8 +586,6 @@ def configure(tmp: Path, redis_url: str, tasks: int) -> dict:
         DATABASE_URL=f"sqlite:///{database}",
         REDIS_URL=redis_url,
         CELERY_BROKER_URL=redis_url,
-        # A burst of N must fit in the channel (default capacity 1000).
-        CHANNEL_CAPACITY=str(max(10_000, 2 * tasks)),
         BENCH_CELERY_RESULT_BACKEND=f"db+sqlite:///{database}",
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
@@ -527,41 +656,91 @@ def print_table(rows: list[Row], notes: list[str], n: int, latency_n: int) -> No
     for note in notes:
         print(f"- {note}")
     print()
-    print_targets(by_name)
 
 
-def print_targets(by_name: dict[str, Row]) -> None:
-    ours = by_name.get(OURS_1)
-    celery = by_name.get(PLAIN_CELERY)
-    celery_db = by_name.get(CELERY_DB)
+@dataclass
+class Scenarios:
+    """What the scenarios after the table measured (None: not run)."""
 
-    def ok(row):
-        return row is not None and not row.error
+    drain: list[Row] = field(default_factory=list)
+    backlog: float | str | None = None
+    profile: list[tuple[str, float]] | str | None = None
 
-    checks = []
-    if ok(ours) and ok(celery):
+
+def print_scenarios(found: Scenarios, drain_n: int, backlog_n: int) -> None:
+    if found.drain:
+        by_name = {row.name: row for row in found.drain}
+        celery = by_name.get(PLAIN_CELERY)
+        dramatiq = by_name.get(DRAMATIQ)
+        print(f"Drain: {drain_n:,} no-ops waiting before the workers start")
+        print(f"  {'variant':<30} {'tasks/s':>8} {'x Celery':>9} {'x Dramatiq':>11}")
+        for row in found.drain:
+            if row.error:
+                print(f"  {row.name:<30} did not run: {row.error}")
+                continue
+            print(
+                f"  {row.name:<30} {row.throughput:>8,.0f} "
+                f"{_ratio(row, celery):>9} {_ratio(row, dramatiq):>11}"
+            )
+        print()
+    if isinstance(found.backlog, float):
+        ideal = backlog_n * queue_peers.NAP_SECONDS
+        print(
+            f"Slow backlog: {backlog_n} x {queue_peers.NAP_SECONDS} s on one worker "
+            f"process: {found.backlog * ideal:.1f} s, {found.backlog:.3f}x the "
+            f"ideal {ideal:.0f} s"
+        )
+    elif found.backlog is not None:
+        print(f"Slow backlog did not run: {found.backlog}")
+    if isinstance(found.profile, list):
+        print(f"\nWhere a no-op's time goes ({OURS_1}, py-spy samples while draining):")
+        for part, share in found.profile:
+            print(f"  {share:>6.1%}  {part}")
+    elif found.profile is not None:
+        print(f"\nProfile did not run: {found.profile}")
+    print()
+
+
+def _ratio(row: Row, base: Row | None) -> str:
+    if base is None or base.error or not base.throughput:
+        return "-"
+    return f"{row.throughput / base.throughput:.2f}"
+
+
+def print_targets(by_name: dict[str, Row], found: Scenarios) -> None:
+    checks = _short_queue_checks(by_name) + _scenario_checks(found)
+    print(f"Targets for {OURS_1} (and aims, not targets):")
+    if not checks:
+        print("  (not checked: a variant they need did not run)")
+    for passed, text in checks:
+        label = "    " if passed is None else ("PASS" if passed else "FAIL")
+        print(f"  {label}  {text}")
+
+
+def _short_queue_checks(by_name: dict[str, Row]) -> list[tuple[bool | None, str]]:
+    ours, celery = _ok(by_name.get(OURS_1)), _ok(by_name.get(PLAIN_CELERY))
+    celery_db = _ok(by_name.get(CELERY_DB))
+    checks: list[tuple[bool | None, str]] = []
+    if ours and celery:
         ratio = ours.throughput / celery.throughput
-        checks.append(
+        checks += [
             (
                 ratio >= TARGET_VS_CELERY,
-                f"throughput {ratio:.2f}x plain Celery (>= {TARGET_VS_CELERY:.1f}x)",
-            )
-        )
-        checks.append(
+                f"short-queue throughput {ratio:.2f}x plain Celery "
+                f"(>= {TARGET_VS_CELERY:.1f}x)",
+            ),
             (
                 ours.p(99) <= celery.p(99),
                 f"p99 {ours.p(99):.2f} ms vs plain Celery {celery.p(99):.2f} ms "
                 "(no worse)",
-            )
-        )
-        checks.append(
+            ),
             (
                 ours.enqueue_rate >= celery.enqueue_rate,
                 f"sync enqueue {ours.enqueue_rate:,.0f}/s vs Celery apply_async "
                 f"{celery.enqueue_rate:,.0f}/s (>=)",
-            )
-        )
-    if ok(ours) and ok(celery_db):
+            ),
+        ]
+    if ours and celery_db:
         ratio = ours.throughput / celery_db.throughput
         checks.append(
             (
@@ -570,16 +749,43 @@ def print_targets(by_name: dict[str, Row]) -> None:
                 f"(>= {TARGET_VS_CELERY_DB:.1f}x)",
             )
         )
-    print(f"Targets for {OURS_1}:")
-    if not checks:
-        print("  (not checked: a variant they need did not run)")
-    for passed, text in checks:
-        print(f"  {'PASS' if passed else 'FAIL'}  {text}")
+    return checks
+
+
+def _scenario_checks(found: Scenarios) -> list[tuple[bool | None, str]]:
+    checks: list[tuple[bool | None, str]] = []
+    drained = {row.name: row for row in found.drain if not row.error}
+    ours, celery = drained.get(OURS_1), drained.get(PLAIN_CELERY)
+    if ours and celery:
+        ratio = ours.throughput / celery.throughput
+        checks.append(
+            (
+                ratio >= TARGET_DRAIN_VS_CELERY,
+                f"drain {ratio:.2f}x plain Celery's (>= {TARGET_DRAIN_VS_CELERY:.1f}x)",
+            )
+        )
+    two, dramatiq = drained.get(OURS_2), drained.get(DRAMATIQ)
+    if two and dramatiq:
+        ratio = two.throughput / dramatiq.throughput
+        checks.append((None, f"aim: {OURS_2} drains at {ratio:.2f}x Dramatiq's"))
+    if isinstance(found.backlog, float):
+        checks.append(
+            (
+                found.backlog <= TARGET_BACKLOG_VS_IDEAL,
+                f"slow backlog {found.backlog:.3f}x the ideal (<= "
+                f"{TARGET_BACKLOG_VS_IDEAL}x)",
+            )
+        )
+    return checks
+
+
+def _ok(row: Row | None) -> Row | None:
+    return row if row is not None and not row.error else None
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="~300 tasks, fewer runs")
+    parser.add_argument("--quick", action="store_true", help="short runs of everything")
     parser.add_argument("--tasks", type=int, help="no-op tasks per throughput run")
     parser.add_argument(
         "--latency-tasks", type=int, help="tasks per latency run (default 200)"
@@ -588,8 +794,9 @@ def parse_args(argv=None):
         "--only",
         action="append",
         metavar="TEXT",
-        help="run only variants whose name contains TEXT (case-insensitive; "
-        "repeatable), e.g. --only channels --only plain",
+        help="run only the variants and scenarios (drain, backlog, profile) "
+        "whose name contains TEXT (case-insensitive; repeatable), e.g. "
+        "--only channels --only plain",
     )
     args = parser.parse_args(argv)
     if args.tasks is None:
@@ -598,6 +805,8 @@ def parse_args(argv=None):
         args.latency_tasks = 100 if args.quick else 200
     if args.tasks < 2 or args.latency_tasks < 1:
         parser.error("--tasks must be >= 2 and --latency-tasks >= 1")
+    args.drain_tasks = 2_000 if args.quick else DRAIN_TASKS
+    args.backlog_tasks = 30 if args.quick else BACKLOG_TASKS
     return args
 
 
@@ -611,40 +820,19 @@ def main(argv=None) -> int:
     server = RedisServer(tmp / "redis", port=free_port())
     bench = None
     rows: list[Row] = []
+    found = Scenarios()
     began = time.monotonic()
     try:
         server.start()
-        env = configure(tmp, server.url, args.tasks)
+        env = configure(tmp, server.url)
         # The project's Celery app becomes the current app of this process:
         # CeleryBackend and the plain shared task publish through it.
         import project.celery  # noqa: F401
 
         bench = Bench(args, tmp, server.url, env)
         load_before = os.getloadavg()[0]
-        variants: list[Variant] = [
-            OursChannels(bench),
-            OursChannels(bench, processes=2),
-            OursChannels(bench, concurrency=4),
-            OursCelery(bench),
-            PlainCelery(bench),
-            CeleryDb(bench),
-            Dramatiq(bench),
-            StockChannels(bench),
-        ]
-        if args.only:
-            wanted = [text.lower() for text in args.only]
-            variants = [
-                v for v in variants if any(text in v.name.lower() for text in wanted)
-            ]
-        for variant in variants:
-            missing = missing_modules(variant)
-            if missing:
-                rows.append(
-                    Row(variant.name, variant.used, error=f"{missing} not installed")
-                )
-                continue
-            logger.info("Running %s", variant.name)
-            rows.append(bench.run_variant(variant))
+        rows = run_table(bench, args)
+        found = run_scenarios(bench, args)
         bench.notes.append(
             f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.2f} "
             f"before, {os.getloadavg()[0]:.2f} after (other work skews every number)"
@@ -655,9 +843,65 @@ def main(argv=None) -> int:
                 process.stop()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print_table(rows, bench.notes if bench else [], args.tasks, args.latency_tasks)
+    if rows:
+        print_table(rows, bench.notes if bench else [], args.tasks, args.latency_tasks)
+    print_scenarios(found, args.drain_tasks, args.backlog_tasks)
+    print_targets({row.name: row for row in rows}, found)
     logger.info("Bench took %.0f s", time.monotonic() - began)
     return 0
+
+
+def run_table(bench: Bench, args) -> list[Row]:
+    variants: list[Variant] = [
+        OursChannels(bench),
+        OursChannels(bench, processes=2),
+        OursChannels(bench, concurrency=4),
+        OursCelery(bench),
+        PlainCelery(bench),
+        CeleryDb(bench),
+        Dramatiq(bench),
+        StockChannels(bench),
+    ]
+    rows = []
+    for variant in variants:
+        if not _wanted(args, variant.name):
+            continue
+        missing = missing_modules(variant)
+        if missing:
+            rows.append(
+                Row(variant.name, variant.used, error=f"{missing} not installed")
+            )
+            continue
+        logger.info("Running %s", variant.name)
+        rows.append(bench.run_variant(variant))
+    return rows
+
+
+def run_scenarios(bench: Bench, args) -> Scenarios:
+    found = Scenarios()
+    drainers = [
+        OursChannels(bench),
+        OursChannels(bench, processes=2),
+        PlainCelery(bench),
+        Dramatiq(bench),
+    ]
+    for variant in drainers:
+        if _wanted(args, "drain", variant.name) and not missing_modules(variant):
+            logger.info("Drain: %s", variant.name)
+            found.drain.append(bench.run_drain(variant, args.drain_tasks))
+    if _wanted(args, "slow backlog"):
+        logger.info("Slow backlog")
+        found.backlog = bench.run_slow_backlog(args.backlog_tasks)
+    if _wanted(args, "profile"):
+        logger.info("Profile")
+        found.profile = bench.profile_noop(PROFILE_TASKS)
+    return found
+
+
+def _wanted(args, *names: str) -> bool:
+    if not args.only:
+        return True
+    return any(text.lower() in name.lower() for text in args.only for name in names)
 
 
 def missing_modules(variant: Variant) -> str:

@@ -32,6 +32,8 @@ LATENCY_KEY = "bench:latency"
 DONE_KEY = "bench:done"
 RAW_CHANNEL = "bench-raw"
 DB_CELERY_QUEUE = "bench_db"
+# The slow-backlog scenario's task: a nap of this many seconds.
+NAP_SECONDS = 0.3
 
 logger = logging.getLogger("bench.queue_peers")
 
@@ -54,13 +56,15 @@ def record(sent: float | None, mark: bool) -> None:
 # --- Django tasks (our backends) ---------------------------------------------
 
 
-def _django_task(name: str, backend: str):
+def _django_task(name: str, backend: str, seconds: float = 0.0):
     """A module-level ``@task`` named ``name`` (its module_path is
-    ``bench.queue_peers.<name>``, which the workers import)."""
+    ``bench.queue_peers.<name>``, which the workers import) that sleeps
+    ``seconds`` (0: a no-op)."""
     from django.tasks import task
 
     def noop() -> None:
-        return None
+        if seconds:
+            time.sleep(seconds)
 
     noop.__name__ = noop.__qualname__ = name
     noop.__module__ = __name__
@@ -155,6 +159,7 @@ def run_stock_worker() -> None:
 _FACTORIES = {
     "noop": lambda: _django_task("noop", "default"),
     "guaranteed_noop": lambda: _django_task("guaranteed_noop", "guaranteed"),
+    "nap": lambda: _django_task("nap", "default", seconds=NAP_SECONDS),
     "db_celery_app": _celery_db_app,
     "dramatiq_broker": _dramatiq_broker,
 }
