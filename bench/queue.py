@@ -497,7 +497,10 @@ class Bench:
                 ]  # fmt: skip
                 subprocess.run(spy, check=True, capture_output=True, timeout=60)
                 variant.wait_done(n, max(60.0, n / 50))
-            return profile_shares(output.read_text())
+            raw = output.read_text()
+            if self.args.profile_out:
+                Path(self.args.profile_out).write_text(raw)
+            return profile_shares(raw)
         except Exception as error:
             return _failure(variant, error)
         finally:
@@ -797,6 +800,11 @@ def parse_args(argv=None):
         help="run only the variants and scenarios (drain, backlog, profile) "
         "whose name contains TEXT (case-insensitive; repeatable), e.g. "
         "--only channels --only plain",
+    )
+    parser.add_argument(
+        "--profile-out",
+        metavar="FILE",
+        help="also write the profile's raw py-spy samples (collapsed stacks) here",
     )
     args = parser.parse_args(argv)
     if args.tasks is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from traceback import format_exception
@@ -247,7 +248,7 @@ def deliver(record: TaskRecord) -> bool:
     try:
         _backend(record).deliver(record)
     except Exception as error:
-        logger.warning("Task id=%s not delivered (%s)", record.id, error)
+        _undelivered.log(record, error)
         TaskRecord.objects.filter(pk=record.pk, sent_at=record.sent_at).update(
             sent_at=None
         )
@@ -293,6 +294,36 @@ def error_entry(error: BaseException) -> dict:
 
 
 # --- Helpers --------------------------------------------------------------------
+
+
+class _Undelivered:
+    """Logs failed deliveries at most once a minute per queue (a backlog
+    beyond a channel's capacity fails every send), the rest at DEBUG."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._since: dict[str, int] = {}
+
+    def log(self, record: TaskRecord, error: Exception) -> None:
+        queue, now = record.queue_name, time.monotonic()
+        self._since[queue] = self._since.get(queue, 0) + 1
+        if now - self._last.get(queue, -self.EVERY) < self.EVERY:
+            logger.debug("Task id=%s not delivered (%s)", record.id, error)
+            return
+        logger.warning(
+            "%d task(s) of queue %r not delivered (%s); workers claim them "
+            "from the database all the same (Celery ones: the reconciler "
+            "sends them)",
+            self._since.pop(queue, 1),
+            queue,
+            error,
+        )
+        self._last[queue] = now
+
+
+_undelivered = _Undelivered()
 
 
 def _running(record: TaskRecord):
