@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 from honcho.environ import parse_procfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +145,14 @@ class ManagedProcess:
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} pid={self.pid}>"
+
+
+def process_ended(pid: int) -> bool:
+    """The process is gone, or dead and not yet reaped by its parent."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def http_ok(url: str) -> bool:

@@ -7,7 +7,6 @@ import os
 import signal
 from itertools import pairwise
 
-import psutil
 import pytest
 from django.tasks import TaskResultStatus
 
@@ -15,7 +14,7 @@ from project.settings import channel_layers_for
 from tasks import lifecycle, transport
 from tasks.models import TaskRecord
 from tests import tasks
-from tests.support import wait_finished, wait_for
+from tests.support import process_ended, wait_finished, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -151,7 +150,7 @@ def test_a_sync_task_over_its_time_limit_is_stopped_and_the_worker_goes_on(
     )
     assert "time limit of 1 s" in result.errors[-1].traceback
     # The process that ran it was ended, and a new one serves
-    assert not psutil.pid_exists(int(tasks.runs(started)[0]))
+    assert process_ended(int(tasks.runs(started)[0]))
     assert wait_finished(tasks.add.enqueue(1, 1)).return_value == 2
     assert supervisor.alive()
 
@@ -204,7 +203,7 @@ def test_cancelling_a_running_sync_task_ends_its_process(worker, tmp_path):
     # When it is cancelled while it runs
     assert lifecycle.cancel(TaskRecord.objects.get(pk=result.id))
     # Then within 2 s the process running it has ended
-    wait_for(lambda: not psutil.pid_exists(pid), timeout=2, message="the stop")
+    wait_for(lambda: process_ended(pid), timeout=2, message="the stop")
     # And the task is FAILED with TaskCancelled, never retried
     result.refresh()
     assert result.status == Status.FAILED
@@ -245,7 +244,7 @@ def test_cancelling_a_running_celery_task_terminates_it(celery_worker, tmp_path)
 
     assert lifecycle.cancel(TaskRecord.objects.get(pk=result.id))
 
-    wait_for(lambda: not psutil.pid_exists(child), timeout=2, message="the stop")
+    wait_for(lambda: process_ended(child), timeout=2, message="the stop")
     result.refresh()
     assert result.status == Status.FAILED
     assert result.errors[-1].exception_class_path == "tasks.exceptions.TaskCancelled"
