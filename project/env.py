@@ -54,3 +54,14 @@ def get_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+
+
+def get_choice(name: str, choices: list[str]) -> str:
+    """One of ``choices`` (the first when unset), else an error naming them."""
+    raw = os.environ.get(name)
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        accepted = ", ".join(choices)
+        raise ImproperlyConfigured(f"{name}={raw!r} is not one of {accepted}.")
+    return raw

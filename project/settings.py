@@ -29,6 +29,9 @@ ALLOWED_HOSTS = env.get_list(
     "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = env.get_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Where clients reach this site: absolute URLs sent outside a request
+# (webhook payloads) start with it.
+PUBLIC_URL = env.get_str("DJANGO_PUBLIC_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
     "daphne",
@@ -41,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     # Before "channels" so that our runworker replaces the stock one.
     "tasks",
     "channels",
@@ -222,9 +226,14 @@ THUMBNAIL_SPECS = [
     {"name": "large", "size": 1600, "formats": ["JPEG", "WEBP"]},
 ]
 THUMBNAIL_QUALITY = 85
+# File URLs handed out (API, pages, webhooks) are signed and expire after at
+# least this many seconds (thumbnails.file_urls); "storage" uses the storage's
+# own url() instead, e.g. an S3 storage's presigned URLs.
+THUMBNAIL_URL_TTL = env.get_int("THUMBNAIL_URL_TTL", 3600)
+THUMBNAIL_FILE_URLS = env.get_choice("THUMBNAIL_FILE_URLS", ["signed", "storage"])
 # Formats uploads may have; never opened with any other Pillow plugin.
 THUMBNAIL_ALLOWED_FORMATS = env.get_list(
-    "THUMBNAIL_ALLOWED_FORMATS", ["JPEG", "PNG", "GIF", "WEBP"]
+    "THUMBNAIL_ALLOWED_FORMATS", ["JPEG", "PNG", "GIF", "WEBP", "HEIF", "AVIF"]
 )
 THUMBNAIL_MAX_PIXELS = env.get_int("THUMBNAIL_MAX_PIXELS", 50_000_000)
 THUMBNAIL_MAX_UPLOAD_BYTES = env.get_int("THUMBNAIL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
@@ -271,6 +280,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Thumbnails API",
     "DESCRIPTION": "Upload images, follow their thumbnail jobs.",
     "VERSION": "1.0.0",
+    # The docs' JavaScript and CSS from our own static files: they work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Websockets -------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import signal
 import subprocess
@@ -15,9 +17,65 @@ from pathlib import Path
 
 import psutil
 from honcho.environ import parse_procfile
+from PIL import ExifTags, Image
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "images"
+# Where the project now acts otherwise than the corpus' manifest says (it was
+# written when only JPEG, PNG, GIF and WebP were accepted); the corpus itself
+# is read-only.
+MANIFEST_UPDATES = {"hopper.avif": "thumbnail OK"}
+
+
+RED, BLUE = (220, 20, 20), (20, 20, 220)
+
+
+def two_colour(size: tuple[int, int] = (300, 200)) -> Image.Image:
+    """Red, with a blue quarter-size rectangle in the top-left corner: which
+    way up an image comes out shows."""
+    image = Image.new("RGB", size, RED)
+    image.paste(BLUE, (0, 0, size[0] // 4, size[1] // 4))
+    return image
+
+
+def encoded(
+    image: Image.Image, fmt: str = "PNG", orientation: int = 1, **options
+) -> bytes:
+    """``image`` saved as ``fmt``, with an EXIF orientation when not 1."""
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = orientation
+        options["exif"] = exif.tobytes()
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def near(pixel, colour, tolerance: int = 40) -> bool:
+    """Whether two colours are within ``tolerance`` on every channel."""
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=True))
+
+
+def corpus_manifest() -> list[dict[str, str]]:
+    """The corpus' MANIFEST.tsv rows, expected_action as the project now has it
+    ([] without the corpus)."""
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    with open(manifest, newline="") as rows:
+        found = list(csv.DictReader(rows, delimiter="\t"))
+    for row in found:
+        row["expected_action"] = MANIFEST_UPDATES.get(
+            row["file"], row["expected_action"]
+        )
+    return found
 
 
 def wait_for[T](

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 def thumbnail_path(sha256: str, spec: str, fmt: str) -> str:
     """Derived from the content and the spec: the same bytes reuse the same files."""
-    extension = {"JPEG": "jpg", "WEBP": "webp"}[fmt]
+    extension = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}[fmt]
     return f"thumbnails/{sha256[:2]}/{sha256}/{spec}.{extension}"
 
 

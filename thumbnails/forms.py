@@ -11,6 +11,9 @@ FORMATS = {
     "PNG": ("PNG", "image/png"),
     "GIF": ("GIF", "image/gif"),
     "WEBP": ("WebP", "image/webp"),
+    # Browsers on most systems do not know HEIC's type: the extensions too.
+    "HEIF": ("HEIC/HEIF", "image/heic,image/heif,.heic,.heif"),
+    "AVIF": ("AVIF", "image/avif"),
 }
 
 

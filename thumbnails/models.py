@@ -7,12 +7,19 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "GIF": "gif",
+    "WEBP": "webp",
+    "HEIF": "heic",
+    "AVIF": "avif",
+}
+
 
 def original_path(instance: Image, filename: str) -> str:
     """A generated name (never the client's), grouped by content hash prefix."""
-    extension = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}.get(
-        instance.format, "bin"
-    )
+    extension = EXTENSIONS.get(instance.format, "bin")
     return f"originals/{instance.sha256[:2]}/{uuid.uuid4().hex}.{extension}"
 
 
@@ -38,6 +45,10 @@ class Image(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     byte_size = models.PositiveBigIntegerField()
+    # Made at upload, shown until the thumbnails exist: a ~24 px WebP as a
+    # data: URI, and the dominant colour as #rrggbb.
+    placeholder = models.TextField(blank=True)
+    color = models.CharField(max_length=7, blank=True)
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.PENDING
     )

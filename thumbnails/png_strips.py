@@ -93,20 +93,6 @@ def windows(height: int, rows: int, overlap: int) -> Iterator[tuple[int, int]]:
         yield top, bottom
 
 
-def check(
-    stream: BinaryIO, spans: list[Span], mode: str, size: tuple[int, int]
-) -> None:
-    """Decode every row, a strip at a time, keeping none: what a whole
-    decode would raise for a damaged file, in a few MiB instead of all of it."""
-    width, height = size
-    rows = max(2, _CHECK_BYTES // (width * len(mode)))
-    for _ in decode(stream, spans, mode, width, windows(height, rows, 1), overlap=1):
-        pass
-
-
-_CHECK_BYTES = 2 << 20
-
-
 def _plain(image: Image.Image) -> bool:
     if image.mode not in MODES or len(image.tile) != 1:
         return False

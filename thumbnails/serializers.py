@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from tasks.models import Status, TaskRecord, error_reason
-from thumbnails import conf, pipeline, webhooks
+from thumbnails import conf, file_urls, pipeline, webhooks
 from thumbnails.models import Image, Thumbnail
 
 
@@ -44,7 +44,8 @@ class ImageUploadSerializer(serializers.Serializer):
     """The multipart body of POST /api/images/."""
 
     file = UploadFileField(
-        help_text="The image, in an accepted format (by default JPEG, PNG, GIF, WebP).",
+        help_text="The image, in an accepted format (by default JPEG, PNG, GIF, "
+        "WebP, HEIC/HEIF, AVIF).",
         error_messages={
             "required": "No file was submitted: send the image as the multipart "
             "form field 'file'.",
@@ -100,11 +101,21 @@ class ThumbnailSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, thumbnail: Thumbnail) -> str:
-        return _absolute(self.context.get("request"), thumbnail.file.url)
+        """Signed: works with no credentials until it expires (thumbnails.file_urls)."""
+        url = file_urls.url(thumbnail.file.name, thumbnail.image_id)
+        return _absolute(self.context.get("request"), url)
 
 
 class ImageSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:image-detail")
+    original_url = serializers.SerializerMethodField()
+    placeholder = serializers.CharField(
+        read_only=True,
+        help_text="A tiny preview made at upload: a data: URI of a ~24 px WebP.",
+    )
+    color = serializers.CharField(
+        read_only=True, help_text="The image's dominant colour, #rrggbb."
+    )
     task_url = serializers.SerializerMethodField()
     webhook_url = serializers.SerializerMethodField()
     thumbnails = ThumbnailSerializer(many=True, read_only=True)
@@ -121,6 +132,9 @@ class ImageSerializer(serializers.ModelSerializer):
             "width",
             "height",
             "byte_size",
+            "original_url",
+            "placeholder",
+            "color",
             "webhook_url",
             "created_at",
             "task_id",
@@ -128,6 +142,12 @@ class ImageSerializer(serializers.ModelSerializer):
             "thumbnails",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_original_url(self, image: Image) -> str:
+        """Signed, as the thumbnails' URLs are."""
+        url = file_urls.url(image.original.name, image.pk)
+        return _absolute(self.context.get("request"), url)
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_webhook_url(self, image: Image) -> str | None:

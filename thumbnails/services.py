@@ -41,6 +41,8 @@ def accept_upload(upload: UploadedFile, owner, *, webhook_url: str = "") -> Imag
         width=info.width,
         height=info.height,
         byte_size=upload.size,
+        placeholder=info.placeholder,
+        color=info.color,
         webhook_url=webhook_url,
     )
     upload.seek(0)

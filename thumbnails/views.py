@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from thumbnails import pipeline, services
+from thumbnails import file_urls, pipeline, services
 from thumbnails.forms import UploadForm
 from thumbnails.models import Image
 
@@ -28,13 +28,18 @@ DETAIL_WIDTH = 960  # about the page's content width (58rem)
 
 @dataclass(frozen=True)
 class Picture:
-    """An image's thumbnails as <picture> attributes (srcset per format)."""
+    """An image's thumbnails as <picture> attributes: a srcset per format the
+    browser may choose (AVIF, then WebP), and JPEG for the <img> itself."""
 
-    webp_srcset: str
+    sources: list[tuple[str, str]]  # (content type, srcset), preferred first
     jpeg_srcset: str
     src: str
     width: int
     height: int
+
+
+# <source> formats in the order browsers should prefer them.
+SOURCE_FORMATS = (("AVIF", "image/avif"), ("WEBP", "image/webp"))
 
 
 @dataclass(frozen=True)
@@ -149,18 +154,23 @@ def _card(image: Image, width: int) -> tuple[Image, Picture | None]:
 
 def _picture(image: Image, width: int) -> Picture | None:
     """Srcsets of the thumbnails (prefetched, narrowest first) and, as the
-    plain src, the narrowest JPEG at least ``width`` wide."""
-    by_format: dict[str, list] = {"JPEG": [], "WEBP": []}
+    plain src, the narrowest JPEG at least ``width`` wide. Signed URLs."""
+    by_format: dict[str, list] = {}
     for thumbnail in image.thumbnails.all():
         by_format.setdefault(thumbnail.format, []).append(thumbnail)
-    jpegs = by_format["JPEG"]
+    jpegs = by_format.get("JPEG", [])
     if not jpegs:
         return None
     fallback = next((t for t in jpegs if t.width >= width), jpegs[-1])
+    sources = [
+        (content_type, _srcset(by_format[fmt]))
+        for fmt, content_type in SOURCE_FORMATS
+        if by_format.get(fmt)
+    ]
     return Picture(
-        webp_srcset=_srcset(by_format["WEBP"]),
+        sources=sources,
         jpeg_srcset=_srcset(jpegs),
-        src=fallback.file.url,
+        src=_url(fallback),
         width=fallback.width,
         height=fallback.height,
     )
@@ -171,5 +181,9 @@ def _srcset(thumbnails: list) -> str:
     never upscaled, so several specs can share a width)."""
     by_width: dict[int, str] = {}
     for thumbnail in thumbnails:
-        by_width.setdefault(thumbnail.width, thumbnail.file.url)
+        by_width.setdefault(thumbnail.width, _url(thumbnail))
     return ", ".join(f"{url} {width}w" for width, url in by_width.items())
+
+
+def _url(thumbnail) -> str:
+    return file_urls.url(thumbnail.file.name, thumbnail.image_id)

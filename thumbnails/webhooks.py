@@ -14,6 +14,8 @@ import urllib.request
 
 from django.conf import settings
 
+from thumbnails import file_urls
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Thumbnails-Signature"
@@ -56,10 +58,21 @@ def payload(image_id: int, status: str) -> bytes:
     if image is not None:
         body["error"] = image.error
         body["thumbnails"] = [
-            {"spec": t.spec, "format": t.format, "width": t.width, "height": t.height}
+            {
+                "spec": t.spec,
+                "format": t.format,
+                "width": t.width,
+                "height": t.height,
+                "url": _public(file_urls.url(t.file.name, image_id)),
+            }
             for t in image.thumbnails.all()
         ]
     return json.dumps(body, sort_keys=True).encode()
+
+
+def _public(url: str) -> str:
+    """A URL as the receiver must call it: absolute, on the public address."""
+    return urllib.parse.urljoin(settings.PUBLIC_URL, url)
 
 
 def sign(body: bytes, secret: str | None = None) -> str:

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "pw-for-the-browser-42"
 JOB_TIMEOUT_MS = 60_000
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
-THUMBNAIL = re.compile(r"/media/thumbnails/\w\w/\w+/small\.jpg$")
+# A signed URL of a small JPEG thumbnail (thumbnails.file_urls).
+THUMBNAIL = re.compile(r"/media/thumbnails/\w\w/\w+/small\.jpg\?image=\d+&expires=")
 
 
 @pytest.fixture
@@ -96,9 +97,9 @@ def test_upload_shows_progress_then_thumbnails(page, web_server, worker, user, p
     for sizes, suffix in ((webp, "webp"), (jpeg, "jpg")):
         srcset = sizes.get_attribute("srcset")
         for spec, width in (("small", 160), ("medium", 640), ("large", 1600)):
-            assert f"/{spec}.{suffix} {width}w" in srcset, srcset
+            assert re.search(rf"/{spec}\.{suffix}\?\S+ {width}w", srcset), srcset
     expect(jpeg).to_have_js_property("complete", True)
-    assert jpeg.evaluate("img => img.currentSrc").endswith(".webp")
+    assert ".webp?" in jpeg.evaluate("img => img.currentSrc")
 
 
 def test_bad_file_shows_the_clear_error(page, web_server, user):
@@ -112,7 +113,8 @@ def test_bad_file_shows_the_clear_error(page, web_server, user):
     card = page.locator("#upload-queue .card").first
     expect(card.locator('[data-role="status"]')).to_have_text("refused")
     expect(card.locator(".error")).to_have_text(
-        "Unsupported image format: EPS. Accepted formats: JPEG, PNG, GIF, WebP."
+        "Unsupported image format: EPS. Accepted formats: JPEG, PNG, GIF, WebP, "
+        "HEIC/HEIF, AVIF."
     )
     expect(card).to_contain_text("drawing.eps")
 
@@ -128,7 +130,9 @@ def test_open_page_swaps_in_thumbnails_when_the_job_ends(
     sign_in(page, web_server, path)
     live = page.locator(f"#image-{image.pk}")
     expect(live.locator('[data-role="status"]')).to_have_text("pending")
-    expect(live.locator("img")).to_have_count(0)
+    # (its placeholder shows meanwhile, no thumbnail yet)
+    expect(live.locator("img.placeholder")).to_have_count(1)
+    expect(live.locator("picture")).to_have_count(0)
     # When a worker starts and makes the thumbnails
     worker("thumbnailer")
     # Then the page shows them without a reload

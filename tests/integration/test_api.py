@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.cache import cache
@@ -16,7 +17,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tasks.models import TaskRecord
-from tests.support import wait_for
+from tests.support import CORPUS, wait_for
 from thumbnails import api, services
 from thumbnails.models import Image
 
@@ -25,11 +26,11 @@ pytestmark = [
     pytest.mark.usefixtures("redis_server", "media_root"),
 ]
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "images"
 IMAGES = "/api/images/"
 IMAGE_FIELDS = {
     "id", "url", "status", "error", "original_name", "format", "width", "height",
-    "byte_size", "webhook_url", "created_at", "task_id", "task_url", "thumbnails",
+    "byte_size", "original_url", "placeholder", "color", "webhook_url",
+    "created_at", "task_id", "task_url", "thumbnails",
 }  # fmt: skip
 TASK_FIELDS = {
     "id", "task", "queue", "status", "progress", "progress_message", "attempts",
@@ -433,7 +434,7 @@ def wait_until_final(client: APIClient, url: str, worker_process) -> dict:
 
 
 def media_path(media_root: Path, url: str) -> Path:
-    return media_root / url.split("/media/", 1)[1]
+    return media_root / urlsplit(url).path.split("/media/", 1)[1]
 
 
 def test_upload_becomes_ready_through_the_thumbnailer(worker, as_alice, media_root):

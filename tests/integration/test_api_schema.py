@@ -6,6 +6,7 @@ may end in a server error, and documented responses must match the schema."""
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import schemathesis
@@ -154,3 +155,17 @@ def test_schema_and_docs_are_served():
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
     assert Image.objects.count() == 0
+
+
+def test_the_api_docs_load_nothing_from_elsewhere():
+    from django.contrib.staticfiles import finders
+
+    client = APIClient()
+    for url in ("/api/docs/", "/api/redoc/"):
+        html = client.get(url).content.decode()
+        # No CDN, no web fonts: every asset is one of our static files
+        assert not re.findall(r"https?://", html), url
+        assets = re.findall(r'(?:src|href)="/static/([^"]+)"', html)
+        assert any(asset.endswith(".js") for asset in assets), url
+        for asset in assets:
+            assert finders.find(asset), asset

@@ -191,3 +191,35 @@ def test_list_is_paginated(signed_in, user, settings):
     assert "p25.jpg" in first and "p02.jpg" in first and "p01.jpg" not in first
     assert "p01.jpg" in second and "p00.jpg" in second
     assert "Page 2 of 2" in second
+
+
+def test_pending_images_show_their_placeholder(signed_in, user):
+    # Given an image whose thumbnails are not made yet
+    image = services.accept_upload(jpeg("soon.jpg"), user)
+    assert image.placeholder.startswith("data:image/webp;base64,")
+    red, green, blue = (int(image.color[i : i + 2], 16) for i in (1, 3, 5))
+    assert abs(red - 40) + abs(green - 120) + abs(blue - 200) < 15  # the JPEG's
+    # Then its card and its page show the placeholder, in its colour
+    for name in ("thumbnails:card", "thumbnails:detail"):
+        html = signed_in.get(reverse(name, args=[image.pk])).content.decode()
+        assert f'class="placeholder" src="{image.placeholder}"' in html
+        assert f"background-color: {image.color}" in html
+
+
+def test_pages_offer_avif_then_webp_then_jpeg_through_signed_urls(signed_in, user):
+    from thumbnails.models import Thumbnail
+
+    image = services.accept_upload(jpeg("made.jpg"), user)
+    for fmt, extension in (("JPEG", "jpg"), ("WEBP", "webp"), ("AVIF", "avif")):
+        Thumbnail.objects.create(
+            image=image, spec="small", format=fmt, width=160, height=107,
+            file=f"thumbnails/aa/x/small.{extension}", byte_size=1,
+        )  # fmt: skip
+    html = signed_in.get(reverse("thumbnails:detail", args=[image.pk])).content.decode()
+    avif, webp, img = (
+        html.index('type="image/avif"'),
+        html.index('type="image/webp"'),
+        html.index("<img src="),
+    )
+    assert avif < webp < img
+    assert "small.jpg?image=" in html and "signature=" in html

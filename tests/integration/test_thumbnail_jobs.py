@@ -2,7 +2,6 @@
 files removed by a real Celery worker."""
 
 import io
-from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -10,13 +9,11 @@ from django.tasks import TaskResultStatus
 from PIL import Image as PILImage
 
 from tasks.models import TaskRecord
-from tests.support import wait_for
+from tests.support import CORPUS, corpus_manifest, wait_for
 from thumbnails import pipeline, services
 from thumbnails.models import Image, Thumbnail
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "images"
 
 
 def jpeg_bytes(size=(1200, 800), color=(200, 30, 30)) -> bytes:
@@ -241,11 +238,7 @@ def test_regenerate_command(user, media_root):
 
 
 def _manifest():
-    manifest = CORPUS / "MANIFEST.tsv"
-    if not manifest.exists():
-        return []
-    rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:] if line]
-    return [(row[0], row[3]) for row in rows if len(row) > 3]
+    return [(row["file"], row["expected_action"]) for row in corpus_manifest()]
 
 
 @pytest.mark.parametrize(("name", "expected"), _manifest())

@@ -1,6 +1,5 @@
 """thumbnails.pipeline on the shared corpus of real files and on generated images."""
 
-import csv
 import io
 import struct
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
+from tests.support import CORPUS, ROOT, corpus_manifest, decoded, encoded
 from thumbnails import pipeline
 from thumbnails.pipeline import (
     DEFAULT_SPECS,
@@ -23,16 +23,13 @@ from thumbnails.pipeline import (
     render,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT.parent / "shared" / "corpus" / "images"
-ACCEPTED = "Accepted formats: JPEG, PNG, GIF, WebP."
+ACCEPTED = "Accepted formats: JPEG, PNG, GIF, WebP, HEIC/HEIF, AVIF."
 
 
 def _manifest() -> list:
-    if not (CORPUS / "MANIFEST.tsv").exists():
+    rows = corpus_manifest()
+    if not rows:
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {CORPUS}"))]
-    with open(CORPUS / "MANIFEST.tsv", newline="") as manifest:
-        rows = list(csv.DictReader(manifest, delimiter="\t"))
     return [pytest.param(row, id=row["file"]) for row in rows]
 
 
@@ -41,18 +38,6 @@ def corpus(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"corpus file {path} is missing")
     return path
-
-
-def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
-
-
-def decoded(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def one(source, spec: Spec, **options) -> Image.Image:
