@@ -3,9 +3,10 @@
     python bench/thumbnails.py [--quick] [--repeat N]
 
 Generates deterministic photo-like 12 MP JPEGs (some with EXIF orientation 6
-and 8) and 4000x3000 RGBA PNGs, then makes the same outputs (JPEG and WebP at
-160, 640 and 1600 px) three ways, each variant and image kind in a fresh
-subprocess so that its peak RSS is its own:
+and 8), 4000x3000 RGBA PNGs and 12 MP HEICs (iPhone's format), then makes the
+same outputs (JPEG and WebP at 160, 640 and 1600 px; and, from the JPEGs, AVIF
+at those sizes) three ways, each variant and image kind in a fresh subprocess
+so that its peak RSS is its own:
 
 - naive: open, exif_transpose, thumbnail() of a copy per size, default
   encoder settings at the spec's quality;
@@ -114,11 +115,24 @@ def _noise(rnd: random.Random, mode: str, size: tuple[int, int]) -> Image.Image:
     return Image.frombytes(mode, size, rnd.randbytes(size[0] * size[1] * bands))
 
 
+# What a variant cannot do, and why.
+NOT_RUN = {("heic", "pyvips"): "pyvips-binary's libheif has no HEVC decoder"}
+
+# Outputs per kind: the default specs, or the same sizes as AVIF.
+SPEC_SETS = {
+    "default": pipeline.DEFAULT_SPECS,
+    "avif": tuple(
+        pipeline.Spec(name, size, "AVIF")
+        for name, size in (("small", 160), ("medium", 640), ("large", 1600))
+    ),
+}
+
+
 def generate(folder: Path, quick: bool) -> dict[str, list[Path]]:
-    """Write the inputs: {"jpeg": [...], "png": [...]}."""
+    """Write the inputs: {"jpeg": [...], "png": [...], "heic": [...]}."""
     jpeg_size, png_size = ((1600, 1200), (1000, 750)) if quick else ((4000, 3000),) * 2
     orientations = (1, 6) if quick else (1, 6, 8)
-    files: dict[str, list[Path]] = {"jpeg": [], "png": []}
+    files: dict[str, list[Path]] = {"jpeg": [], "png": [], "heic": []}
     for seed, orientation in enumerate(orientations, start=1):
         path = folder / f"photo{seed}_o{orientation}.jpg"
         exif = Image.Exif()
@@ -130,6 +144,13 @@ def generate(folder: Path, quick: bool) -> dict[str, list[Path]]:
         path = folder / f"graphic{seed}.png"
         graphic(seed + 100, png_size).save(path, "PNG", compress_level=1)
         files["png"].append(path)
+    for seed, orientation in enumerate(orientations[:2], start=1):
+        path = folder / f"phone{seed}_o{orientation}.heic"
+        exif = Image.Exif()
+        if orientation != 1:
+            exif[0x0112] = orientation
+        photo(seed + 200, jpeg_size).save(path, "HEIF", quality=90, exif=exif)
+        files["heic"].append(path)
     return files
 
 
@@ -138,36 +159,36 @@ def generate(folder: Path, quick: bool) -> dict[str, list[Path]]:
 Outputs = dict[str, bytes]  # "1600.JPEG" -> encoded bytes
 
 
-def run_naive(path: Path) -> Outputs:
+def run_naive(path: Path, specs) -> Outputs:
     outputs = {}
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened)
-    for spec in sorted(pipeline.DEFAULT_SPECS, key=lambda s: -s.size):
+    for spec in sorted(specs, key=lambda s: -s.size):
         thumb = image.copy()
         thumb.thumbnail((spec.size, spec.size))
         out = io.BytesIO()
         if spec.format == "JPEG":
             _on_white(thumb).save(out, "JPEG", quality=spec.quality)
         else:
-            thumb.save(out, "WEBP", quality=spec.quality)
+            thumb.save(out, spec.format, quality=spec.quality)
         outputs[f"{spec.size}.{spec.format}"] = out.getvalue()
     return outputs
 
 
-def run_ours(path: Path) -> Outputs:
+def run_ours(path: Path, specs) -> Outputs:
     return {
         f"{r.spec.size}.{r.format}": r.data
-        for r in pipeline.render(path, max_bytes=1 << 30)
+        for r in pipeline.render(path, specs, max_bytes=1 << 30)
     }
 
 
-def run_pyvips(path: Path) -> Outputs:
+def run_pyvips(path: Path, specs) -> Outputs:
     import pyvips
 
     keep = pyvips.enums.ForeignKeep.NONE
     outputs = {}
     current = None
-    for spec in sorted(pipeline.DEFAULT_SPECS, key=lambda s: -s.size):
+    for spec in sorted(specs, key=lambda s: -s.size):
         if current is None:
             current = pyvips.Image.thumbnail(
                 str(path), spec.size, height=spec.size, size="down"
@@ -179,6 +200,13 @@ def run_pyvips(path: Path) -> Outputs:
         if spec.format == "JPEG":
             flat = current.flatten(background=255) if current.hasalpha() else current
             data = flat.jpegsave_buffer(Q=spec.quality, interlace=True, keep=keep)
+        elif spec.format == "AVIF":
+            data = current.heifsave_buffer(
+                compression="av1",
+                Q=spec.quality - pipeline._AVIF_QUALITY_OFFSET,
+                effort=10 - pipeline._AVIF_SPEED,
+                keep=keep,
+            )
         else:
             # The same encoder settings as ours, so only the pipelines differ.
             pixels = current.width * current.height
@@ -200,26 +228,28 @@ def _on_white(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(white, image).convert("RGB")
 
 
-RUNNERS: dict[str, Callable[[Path], Outputs]] = {
+RUNNERS: dict[str, Callable[[Path, tuple], Outputs]] = {
     "naive": run_naive,
     "ours": run_ours,
     "pyvips": run_pyvips,
 }
 
 
-def worker(variant: str, files: list[Path], out_dir: Path, repeat: int) -> None:
+def worker(
+    variant: str, files: list[Path], out_dir: Path, repeat: int, specs: str
+) -> None:
     """Time one variant over files and print a JSON report on stdout."""
     if variant == "pyvips":
         import pyvips
 
         pyvips.cache_set_max(0)  # or repeats are served from the cache
-    run = RUNNERS[variant]
-    run(files[0])  # warm up: plugin imports, codec setup
+    run, outputs_of = RUNNERS[variant], SPEC_SETS[specs]
+    run(files[0], outputs_of)  # warm up: plugin imports, codec setup
     cpu = wall = 0.0
     for _ in range(repeat):
         for path in files:
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            outputs = run(path)
+            outputs = run(path, outputs_of)
             cpu += time.process_time() - cpu0
             wall += time.perf_counter() - wall0
             for key, data in outputs.items():
@@ -252,10 +282,12 @@ def peak_rss_mib() -> float:
 # --- Driver -------------------------------------------------------------------
 
 
-def measure(variant: str, files: list[Path], out_dir: Path, repeat: int) -> dict:
+def measure(
+    variant: str, files: list[Path], out_dir: Path, repeat: int, specs: str
+) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--worker", variant, "--out", str(out_dir)]
-    command += ["--repeat", str(repeat), *map(str, files)]
+    command += ["--repeat", str(repeat), "--specs", specs, *map(str, files)]
     env = {**os.environ, "VIPS_CONCURRENCY": "1"}  # one core, like Pillow
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -273,11 +305,13 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def compare(files: list[Path], out_root: Path, variant: str) -> dict[str, list]:
+def compare(
+    files: list[Path], out_root: Path, variant: str, specs: str
+) -> dict[str, list]:
     """Per output key: [(psnr, bytes ratio) per image] of variant against naive."""
     found: dict[str, list] = {}
     for path in files:
-        for spec in pipeline.DEFAULT_SPECS:
+        for spec in SPEC_SETS[specs]:
             name = f"{path.stem}.{spec.size}.{spec.format}"
             ours, naive = out_root / variant / name, out_root / "naive" / name
             if not (ours.exists() and naive.exists()):
@@ -289,7 +323,7 @@ def compare(files: list[Path], out_root: Path, variant: str) -> dict[str, list]:
     return found
 
 
-def noise_floor(files: list[Path]) -> dict[str, float]:
+def noise_floor(files: list[Path], specs: str) -> dict[str, float]:
     """Per output key, the PSNR of naive against itself with 1-LSB input noise.
 
     Lossy encoders are chaotic: the same settings on an input that differs by
@@ -301,7 +335,7 @@ def noise_floor(files: list[Path]) -> dict[str, float]:
     for path in files:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
-        for spec in pipeline.DEFAULT_SPECS:
+        for spec in SPEC_SETS[specs]:
             thumb = image.copy()
             thumb.thumbnail((spec.size, spec.size))
             noise = _noise(rnd, "L", thumb.size).point(lambda v: v & 1)
@@ -318,7 +352,7 @@ def _naive_encode(image: Image.Image, spec: pipeline.Spec) -> Image.Image:
     if spec.format == "JPEG":
         _on_white(image).save(out, "JPEG", quality=spec.quality)
     else:
-        image.save(out, "WEBP", quality=spec.quality)
+        image.save(out, spec.format, quality=spec.quality)
     return Image.open(out)
 
 
@@ -410,10 +444,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="passes per variant")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--specs", choices=SPEC_SETS, default="default", help=argparse.SUPPRESS
+    )
     parser.add_argument("files", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.files, args.out, args.repeat or 1)
+        worker(args.worker, args.files, args.out, args.repeat or 1, args.specs)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     repeat = args.repeat or (1 if args.quick else 2)
@@ -421,16 +458,24 @@ def main() -> None:
     try:
         logger.info("generating inputs in %s", folder)
         inputs = generate(folder, args.quick)
-        for kind, files in inputs.items():
+        runs = [(kind, files, "default") for kind, files in inputs.items()]
+        runs.append(("jpeg to avif", inputs["jpeg"], "avif"))
+        for kind, files, specs in runs:
             results, quality = {}, {}
+            out = folder / kind.replace(" ", "-")
             for variant in VARIANTS:
+                if (kind, variant) in NOT_RUN:
+                    logger.info(
+                        "%s: %s not run: %s", kind, variant, NOT_RUN[kind, variant]
+                    )
+                    continue
                 logger.info(
                     "%s: %s on %d files x %d", kind, variant, len(files), repeat
                 )
-                results[variant] = measure(variant, files, folder / variant, repeat)
+                results[variant] = measure(variant, files, out / variant, repeat, specs)
             for variant in ("ours", "pyvips"):
-                quality[variant] = compare(files, folder, variant)
-            floor = noise_floor(files)
+                quality[variant] = compare(files, out, variant, specs)
+            floor = noise_floor(files, specs)
             title = f"{len(files)} {kind.upper()} {_describe(files[0])}"
             report_kind(title, results, quality, floor)
     finally:
