@@ -14,11 +14,13 @@ PYTHON_BIN ?= $(shell for p in python3.14 python3.13 python3.12 python3 \
 	     $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    command -v $$p; break; fi; done)
 
-.PHONY: run test lint format bench migrate browser clean help
+.PHONY: run test test-postgres test-deploy lint format bench migrate browser postgres nginx clean help
 
 help:
 	@echo "make run    - install, migrate and serve http://127.0.0.1:$(PORT)/ with all workers"
-	@echo "make test   - install test dependencies and run the whole suite"
+	@echo "make test   - install test dependencies and run the whole suite (SQLite)"
+	@echo "make test-postgres - the whole suite on a PostgreSQL server of its own"
+	@echo "make test-deploy   - the deployment of deploy/ (nginx, gunicorn, Daphne, ...) on this machine"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - run the benchmarks under bench/"
 
@@ -52,8 +54,31 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# Debian's PostgreSQL server binaries (initdb, postgres) for test-postgres.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "Installing PostgreSQL with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+# Debian's nginx for test-deploy (only the binary: the test starts its own).
+nginx:
+	@if [ ! -x /usr/sbin/nginx ]; then \
+	  echo "Installing nginx with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	fi
+
+# Each run's metrics in a folder of its own (prometheus_client's multi-process files).
+METRICS_TMP = PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d)
+
 test: $(VENV)/.test-installed browser
-	$(PY) -m pytest
+	$(METRICS_TMP) $(PY) -m pytest
+
+test-postgres: $(VENV)/.test-installed browser postgres
+	$(METRICS_TMP) TEST_DATABASE=postgres $(PY) -m pytest
+
+test-deploy: $(VENV)/.test-installed postgres nginx
+	$(METRICS_TMP) $(PY) -m pytest tests/deploy --deploy
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

@@ -144,6 +144,7 @@ def generate(folder: Path, quick: bool) -> dict[str, list[Path]]:
         path = folder / f"graphic{seed}.png"
         graphic(seed + 100, png_size).save(path, "PNG", compress_level=1)
         files["png"].append(path)
+    register_heif()
     for seed, orientation in enumerate(orientations[:2], start=1):
         path = folder / f"phone{seed}_o{orientation}.heic"
         exif = Image.Exif()
@@ -152,6 +153,12 @@ def generate(folder: Path, quick: bool) -> dict[str, list[Path]]:
         photo(seed + 200, jpeg_size).save(path, "HEIF", quality=90, exif=exif)
         files["heic"].append(path)
     return files
+
+
+def register_heif() -> None:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
 
 
 # --- The three variants (run inside a worker subprocess) ----------------------
@@ -244,6 +251,8 @@ def worker(
 
         pyvips.cache_set_max(0)  # or repeats are served from the cache
     run, outputs_of = RUNNERS[variant], SPEC_SETS[specs]
+    if files[0].suffix == ".heic":
+        register_heif()  # naive Pillow needs the plugin; ours loads its own
     run(files[0], outputs_of)  # warm up: plugin imports, codec setup
     cpu = wall = 0.0
     for _ in range(repeat):

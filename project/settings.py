@@ -1,5 +1,6 @@
 """Django settings. Every environment variable is read here, through project.env."""
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -98,6 +99,13 @@ _SQLITE_OPTIONS = {
 }
 DATABASE_URL = env.get_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg 3's pool in every process (web and workers): a thread takes a
+    # connection for a request or a task's statements and gives it back,
+    # instead of opening one (a few ms on PostgreSQL) or holding one idle.
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": env.get_int("DJANGO_DB_POOL_SIZE", 10)}
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = dict(_SQLITE_OPTIONS)
     # A file, not ":memory:", so worker subprocesses see the test database.
@@ -127,6 +135,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 MEDIA_URL = "/media/"  # served by thumbnails.media to owners only
+# Behind nginx: Django checks access, then answers with X-Accel-Redirect to
+# this internal location and nginx sends the file (deploy/nginx.conf).
+MEDIA_ACCEL_PREFIX = env.get_str("DJANGO_MEDIA_ACCEL_PREFIX")
 MEDIA_ROOT = Path(env.get_str("DJANGO_MEDIA_ROOT", str(VAR_DIR / "media")))
 
 # --- Redis, channel layer, Celery -------------------------------------------
@@ -134,26 +145,53 @@ MEDIA_ROOT = Path(env.get_str("DJANGO_MEDIA_ROOT", str(VAR_DIR / "media")))
 # this unix socket (see project/redis_server.py).
 
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
-REDIS_URL = env.get_str("REDIS_URL", f"unix://{EMBEDDED_REDIS_SOCKET}")
+# One Redis URL, or several (comma-separated): the channel layer shards its
+# channels across all of them; the first also carries Celery's broker, the
+# reconciler's lock and the worker registry.
+REDIS_URLS = env.get_list("REDIS_URL", [f"unix://{EMBEDDED_REDIS_SOCKET}"])
+REDIS_URL = REDIS_URLS[0]
 
 
-def channel_layers_for(redis_url: str) -> dict:
-    """CHANNEL_LAYERS for a Redis URL.
+def channel_layers_for(
+    redis_urls: str | list[str],
+    sentinels: list[str] | None = None,
+    sentinel_master: str = "",
+) -> dict:
+    """CHANNEL_LAYERS for one or several Redis URLs, or for a Redis Sentinel
+    deployment (``host:port`` of each sentinel and the master's name).
 
     redis-py 8 defaults to a 5 s socket timeout, shorter than channels-redis'
     blocking receive: without ``socket_timeout: None`` an idle runworker dies
     and idle websockets are closed after ~5 s (channels_redis#422).
     """
+    if sentinels:
+        hosts = [
+            {
+                "sentinels": [_host_port(address) for address in sentinels],
+                "master_name": sentinel_master,
+                "socket_timeout": None,
+            }
+        ]
+    else:
+        urls = [redis_urls] if isinstance(redis_urls, str) else list(redis_urls)
+        hosts = [{"address": url, "socket_timeout": None} for url in urls]
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": redis_url, "socket_timeout": None}],
+                "hosts": hosts,
                 "capacity": env.get_int("CHANNEL_CAPACITY", 1000),
                 "expiry": env.get_int("CHANNEL_EXPIRY", 60),
             },
         }
     }
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"A sentinel is host:port, not {address!r}.")
+    return host, int(port)
 
 
 def celery_url_for(redis_url: str) -> str:
@@ -163,7 +201,11 @@ def celery_url_for(redis_url: str) -> str:
     return redis_url
 
 
-CHANNEL_LAYERS = channel_layers_for(REDIS_URL)
+CHANNEL_LAYERS = channel_layers_for(
+    env.get_list("CHANNEL_LAYER_HOSTS", REDIS_URLS),
+    sentinels=env.get_list("CHANNEL_LAYER_SENTINELS", []),
+    sentinel_master=env.get_str("CHANNEL_LAYER_SENTINEL_MASTER", "mymaster"),
+)
 
 CELERY_BROKER_URL = env.get_str("CELERY_BROKER_URL", celery_url_for(REDIS_URL))
 CELERY_TASK_ACKS_LATE = True
@@ -189,7 +231,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
 }
 CELERY_BEAT_SCHEDULE = {
-    "reconcile-tasks": {"task": "tasks.reconcile", "schedule": 10.0},
+    "reconcile-tasks": {
+        "task": "tasks.reconcile",
+        "schedule": env.get_float("TASKS_RECONCILE_INTERVAL_SECONDS", 10.0),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -214,9 +259,18 @@ TASKS_RESEND_AFTER_SECONDS = env.get_float("TASKS_RESEND_AFTER_SECONDS", 90.0)
 # An attempt running longer than this is stopped (a task's own ``timeout``
 # option wins).
 TASKS_DEFAULT_TIMEOUT = env.get_float("TASKS_DEFAULT_TIMEOUT", 30 * 60.0)
-TASKS_RECONCILE_INTERVAL_SECONDS = env.get_float(
-    "TASKS_RECONCILE_INTERVAL_SECONDS", 5.0
-)
+# `reconcile_tasks --loop` sweeps as often as beat schedules it.
+TASKS_RECONCILE_INTERVAL_SECONDS = CELERY_BEAT_SCHEDULE["reconcile-tasks"]["schedule"]
+
+# --- Health and metrics -----------------------------------------------------
+# /metrics: open in DEBUG; otherwise only with "Authorization: Bearer <token>".
+METRICS_TOKEN = env.get_str("METRICS_TOKEN")
+# prometheus_client's multi-process mode: every process of this host (web,
+# workers, Celery) writes its counters here, and /metrics adds them up. The
+# library reads the variable itself, at import: set here before any import.
+METRICS_DIR = Path(env.get_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 # --- Thumbnails -------------------------------------------------------------
 # Each spec: a name, the long edge in pixels, and the formats to write it in.

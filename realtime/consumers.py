@@ -8,16 +8,39 @@ from channels.generic.websocket import (
     AsyncWebsocketConsumer,
 )
 from django.conf import settings
+from prometheus_client import Gauge
 
 from tasks.events import owner_group, task_group
 from tasks.models import TaskRecord
+
+# Summed over the live processes of the host by /metrics (multi-process mode).
+open_sockets = Gauge(
+    "websocket_connections", "Open websocket connections.", multiprocess_mode="livesum"
+)
 
 # Close codes from RFC 6455.
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_MESSAGE_TOO_BIG = 1009
 
 
-class EchoConsumer(AsyncWebsocketConsumer):
+class CountedSockets:
+    """Counts this consumer's socket in ``open_sockets`` while it is open."""
+
+    _counted = False
+
+    async def websocket_connect(self, message):
+        open_sockets.inc()
+        self._counted = True
+        await super().websocket_connect(message)
+
+    async def websocket_disconnect(self, message):
+        if self._counted:
+            open_sockets.dec()
+            self._counted = False
+        await super().websocket_disconnect(message)
+
+
+class EchoConsumer(CountedSockets, AsyncWebsocketConsumer):
     """The seed's public demo at /chat/: replies ``You said: X`` to a text frame ``X``.
 
     Needs no login. Bad frames get a reason the client can read, then a close
@@ -40,7 +63,7 @@ class EchoConsumer(AsyncWebsocketConsumer):
             await self.send(f"You said: {text_data}")
 
 
-class JobEventsConsumer(AsyncJsonWebsocketConsumer):
+class JobEventsConsumer(CountedSockets, AsyncJsonWebsocketConsumer):
     """Live job events at /ws/jobs/ for the signed-in user.
 
     Forwards every ``task.update`` of the user's own tasks. A client may also

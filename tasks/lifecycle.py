@@ -43,7 +43,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
 
-from tasks import events, record_sql
+from tasks import events, metrics, record_sql
 from tasks.context import current_owner
 from tasks.exceptions import TaskCancelled, WorkerLost
 from tasks.models import Status, TaskRecord
@@ -73,8 +73,7 @@ def create(backend, task, args, kwargs) -> TaskRecord:
     )
     record.sent_at = now if backend.delivers_now(record, now) else None
     record_sql.insert(record)
-    if record.sent_at is not None:
-        transaction.on_commit(lambda: deliver(record), robust=True)
+    transaction.on_commit(lambda: _committed(record), robust=True)
     task_enqueued.send(type(backend), task_result=record.to_task_result(task))
     return record
 
@@ -351,12 +350,20 @@ def _retry_at(record: TaskRecord, error: BaseException) -> datetime | None:
     return timezone.now() + timedelta(seconds=task.retry_delay(record.attempts))
 
 
+def _committed(record: TaskRecord) -> None:
+    metrics.on_enqueued(record)
+    if record.sent_at is not None:
+        deliver(record)
+
+
 def _started(record: TaskRecord) -> None:
+    metrics.on_started(record)
     _signal(task_started, record)
     events.publish(record)
 
 
 def _finished(record: TaskRecord, error: BaseException | None) -> None:
+    metrics.on_finished(record)
     _signal(task_finished, record, error)
     events.publish(record)
 

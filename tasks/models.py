@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.tasks import TaskResultStatus
 from django.tasks.base import TaskError, TaskResult
 from django.utils import timezone
@@ -58,6 +58,12 @@ class TaskRecordQuerySet(models.QuerySet):
 
     def for_owner(self, user) -> TaskRecordQuerySet:
         return self.filter(owner=user)
+
+    def backlog(self, now: datetime):
+        """Per (queue_name, backend): how many due records wait (``count``)
+        and since when the oldest could have run (``oldest``)."""
+        rows = self.due(now).values("queue_name", "backend")
+        return rows.annotate(count=Count("pk"), oldest=Min("available_at")).order_by()
 
 
 class TaskRecord(models.Model):

@@ -1,10 +1,14 @@
 """``runworker --processes N``: N worker processes, kept running.
 
-The supervisor runs no task itself. It starts N children (``runworker ...
---child ID``), each a tasks.worker.Worker with its slots, each in its own
-process group (so a terminal's Ctrl-C reaches a child once, through the
-supervisor) and killed by the kernel if the supervisor dies
-(PR_SET_PDEATHSIG).
+The supervisor runs no task itself. It starts N children, each a
+tasks.worker.Worker with its slots, each in its own process group (so a
+terminal's Ctrl-C reaches a child once, through the supervisor) and killed by
+the kernel if the supervisor dies (PR_SET_PDEATHSIG). A child is forked from
+the supervisor, which has Django loaded already (a new interpreter costs
+~1.5 s of start-up); while the supervisor has any thread besides its main one
+(a database pool, the channel layer's loop after it published events), a
+fork could copy a lock some other thread holds, so the child is started as a
+new process instead (``runworker ... --child ID``).
 
 When a child exits, the records it was running are handed back at once
 (READY again, or FAILED at their attempt limit), not after the stale-heartbeat
@@ -19,9 +23,11 @@ too (children abandon their tasks, which are handed back).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -29,10 +35,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from tasks import lifecycle
-from tasks.worker import STOPPED_TASK_EXIT, new_worker_id
+from tasks.worker import STOPPED_TASK_EXIT, Worker, new_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +53,21 @@ RESTART_DELAY_CAP = 30.0
 class Child:
     index: int
     worker_id: str
-    popen: subprocess.Popen
+    pid: int
     started_at: float
     young_deaths: int = 0
+    popen: subprocess.Popen | None = None  # None: forked
+
+    def exit_code(self) -> int | None:
+        """The exit code (negative: killed by that signal), None while it runs."""
+        if self.popen is not None:
+            return self.popen.poll()
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return None if pid == 0 else os.waitstatus_to_exitcode(status)
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
 
 
 class Supervisor:
@@ -84,18 +102,48 @@ class Supervisor:
 
     def _start(self, index: int, young_deaths: int = 0) -> None:
         worker_id = f"{new_worker_id()}.{index}"
-        popen = subprocess.Popen(
-            _child_argv(self.queues, self.concurrency, worker_id),
-            process_group=0,
-            preexec_fn=_die_with_parent,
+        popen = None
+        if threading.active_count() == 1:
+            pid = self._fork(worker_id)
+        else:
+            popen = subprocess.Popen(
+                _child_argv(self.queues, self.concurrency, worker_id),
+                process_group=0,
+                preexec_fn=_die_with_parent,
+            )
+            pid = popen.pid
+        self._children[pid] = Child(
+            index, worker_id, pid, time.monotonic(), young_deaths, popen
         )
-        self._children[popen.pid] = Child(
-            index, worker_id, popen, time.monotonic(), young_deaths
-        )
+
+    def _fork(self, worker_id: str) -> int:
+        """Fork a child that runs a Worker and never returns here."""
+        connections.close_all()  # no connection shared with the child
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            _die_with_parent()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            random.seed()  # or siblings draw the same retry jitter
+            Worker(self.queues, concurrency=self.concurrency, worker_id=worker_id).run()
+            code = 0
+        except SystemExit as stopped:
+            code = stopped.code if isinstance(stopped.code, int) else 1
+        except BaseException:
+            logger.exception("Worker process %s failed", worker_id)
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
     def _reap(self) -> None:
         for pid, child in list(self._children.items()):
-            code = child.popen.poll()
+            code = child.exit_code()
             if code is None:
                 continue
             del self._children[pid]
@@ -141,8 +189,7 @@ class Supervisor:
         what = "finish their tasks" if self._signals == 1 else "abandon their tasks"
         logger.info("%s: worker processes %s", signal.strsignal(signum), what)
         for child in self._children.values():
-            if child.popen.poll() is None:
-                child.popen.send_signal(signal.SIGTERM)
+            child.signal(signal.SIGTERM)
         self._wake.set()
 
 

@@ -27,9 +27,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.db import close_old_connections, connections
 
-from tasks import execution, lifecycle, transport
+from tasks import execution, lifecycle, registry, transport
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 from tasks.monitor import Monitor
@@ -86,10 +87,13 @@ class Worker:
         )
         waiter = transport.waiter_for(self.queues)
         slot = self._slot_in_thread if waiter.blocking else self._slot_on_loop
+        announcing = asyncio.ensure_future(self._announce())
         try:
             await asyncio.gather(*(slot(waiter) for _ in range(self.concurrency)))
         finally:
+            announcing.cancel()
             waiter.close()
+            await loop.run_in_executor(None, _quietly, registry.leave, self.worker_id)
         logger.info(
             "Worker %s stopped after %d task(s)", self.worker_id, self.processed
         )
@@ -98,6 +102,13 @@ class Worker:
         """Claim nothing more; running tasks finish. (A slot waiting for a
         wake-up sees this within POP_WAIT.)"""
         self._stopping = True
+
+    async def _announce(self) -> None:
+        """Tell the worker registry this process is alive (tasks.registry)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await loop.run_in_executor(None, _quietly, registry.beat, self.worker_id)
+            await asyncio.sleep(settings.TASKS_HEARTBEAT_SECONDS)
 
     async def _slot_in_thread(self, popper) -> None:
         """A slot that lives in its thread: it claims, waits and runs sync
@@ -193,6 +204,15 @@ class Worker:
 _NOTHING = object()  # a slot's turn found no record to claim
 
 
+def _quietly(func, *args) -> None:
+    """Call func; a failure (Redis down) is logged, not raised: the registry
+    only informs metrics."""
+    try:
+        func(*args)
+    except Exception as error:
+        logger.debug("Worker registry not updated: %s", error)
+
+
 def _backed_off(error: Exception, delay: float) -> float:
     """Log a slot's failure (Redis or the database unreachable: nothing is
     lost, the records decide); the next delay before it tries again."""
@@ -206,8 +226,12 @@ def new_worker_id() -> str:
 
 def keep_database_connections() -> None:
     """Reuse each thread's database connection across tasks (checked for
-    health before reuse). Only in worker processes: Django advises against
-    persistent connections under ASGI, where the web process runs."""
+    health before reuse), unless a pool already keeps them (PostgreSQL).
+    Only in worker processes: Django advises against persistent connections
+    under ASGI, where the web process runs."""
     for alias in connections:
-        connections.settings[alias]["CONN_MAX_AGE"] = None
-        connections.settings[alias]["CONN_HEALTH_CHECKS"] = True
+        config = connections.settings[alias]
+        if config.get("OPTIONS", {}).get("pool"):
+            continue  # a pooled connection goes back to the pool instead
+        config["CONN_MAX_AGE"] = None
+        config["CONN_HEALTH_CHECKS"] = True

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from project.redis_server import RedisServer, free_port
 from project.settings import celery_url_for, channel_layers_for
+from tests.postgres_server import PostgresServer
 from tests.support import (
     VENV_BIN,
     ManagedProcess,
@@ -59,12 +60,48 @@ def _use_redis(url: str) -> None:
     channel_layers.backends = {}
 
 
+# `make test-postgres`: the whole suite on a PostgreSQL server of its own.
+ON_POSTGRES = os.environ.get("TEST_DATABASE") == "postgres"
+
+
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory):
-    """A test database file of this session's own (worker subprocesses open it
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=ON_POSTGRES)
+def _postgres_sessions_closed(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end the sessions other threads of
+    this process left open (asgiref's executors, the task monitor): DROP
+    DATABASE refuses while any is connected."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request, tmp_path_factory):
+    """The database of this session's own: a PostgreSQL server it starts
+    (TEST_DATABASE=postgres), else an SQLite file (worker subprocesses open it
     by path), so parallel sessions in one checkout never share one."""
+    from django.db import connections
+
     database = settings.DATABASES["default"]
-    if database["ENGINE"] == "django.db.backends.sqlite3":
+    if ON_POSTGRES:
+        server = request.getfixturevalue("postgres_server")
+        database.clear()
+        database.update(server.database_settings())
+        connections.configure_settings({"default": database})  # Django's defaults
+        del connections["default"]  # made for SQLite; the next use makes a new one
+    elif database["ENGINE"] == "django.db.backends.sqlite3":
         test_db = tmp_path_factory.mktemp("db") / "test.sqlite3"
         database.setdefault("TEST", {})["NAME"] = str(test_db)
 
@@ -88,7 +125,7 @@ FAST_TIMINGS = {
 @pytest.fixture(scope="session")
 def process_env(redis_server, media_root, django_db_setup, django_db_blocker) -> dict:
     """Environment for subprocesses: this session's Redis, test database and media."""
-    db_name = settings.DATABASES["default"]["NAME"]
+    database = settings.DATABASES["default"]
     for name, value in FAST_TIMINGS.items():
         setattr(settings, name, value)
     env = dict(os.environ)
@@ -98,12 +135,23 @@ def process_env(redis_server, media_root, django_db_setup, django_db_blocker) ->
         DJANGO_DEBUG="1",
         REDIS_URL=redis_server.url,
         CELERY_BROKER_URL=celery_url_for(redis_server.url),
-        DATABASE_URL=f"sqlite:///{db_name}",
+        DATABASE_URL=database_url(database),
+        PROMETHEUS_MULTIPROC_DIR=str(settings.METRICS_DIR),
         DJANGO_MEDIA_ROOT=str(media_root),
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def database_url(database: dict) -> str:
+    """DATABASE_URL for subprocesses, of the (test) database in use."""
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        return (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}"
+            f"/{database['NAME']}"
+        )
+    return f"sqlite:///{database['NAME']}"
 
 
 @pytest.fixture(scope="session")
@@ -234,9 +282,22 @@ def page(browser):
     context.close()
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--deploy",
+        action="store_true",
+        help="run tests/deploy (nginx, gunicorn, Daphne, ...: `make test-deploy`)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     """Run browser tests last: Playwright's sync API keeps an event loop running
-    in the main thread while the browser is open, which async tests cannot share."""
+    in the main thread while the browser is open, which async tests cannot share.
+    The deployment tests run only with --deploy (they need nginx)."""
+    deploy = config.getoption("--deploy")
+    kept = [item for item in items if ("tests/deploy/" in item.nodeid) == deploy]
+    config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    items[:] = kept
     for item in items:
         if "tests/browser/" in item.nodeid:
             item.add_marker(pytest.mark.browser)

@@ -43,6 +43,10 @@ def encoded(
     image: Image.Image, fmt: str = "PNG", orientation: int = 1, **options
 ) -> bytes:
     """``image`` saved as ``fmt``, with an EXIF orientation when not 1."""
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()  # the pipeline registers it only when needed
     if orientation != 1:
         exif = Image.Exif()
         exif[ExifTags.Base.Orientation] = orientation

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.db import connection
 from django.db.backends.signals import connection_created
 from django.tasks import task
 
@@ -185,6 +186,11 @@ connection_created.connect(_count_connection)
 
 
 @task(backend="guaranteed", queue_name="default")
-def g_connections_opened() -> list:
-    """(pid, connections opened so far) in the worker that runs it."""
+def g_connection_in_use() -> list:
+    """(pid, connections opened so far) in the worker that runs it: on
+    PostgreSQL, by the process' pool (a pooled connection is taken for each
+    task and given back, but not opened anew); on SQLite, by Django."""
+    connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        return [os.getpid(), connection.pool.get_stats()["connections_num"]]
     return [os.getpid(), len(_connections_opened)]

@@ -37,16 +37,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import pillow_heif
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from thumbnails import png_strips
 
 logger = logging.getLogger(__name__)
-
-# Pillow opens HEIC/HEIF as format "HEIF" from here on (libheif decodes it,
-# 10 and 12 bits to 8). pillow-heif's AVIF is left alone: Pillow's is used.
-pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -378,8 +373,13 @@ def _pillow_open(
     stream: BinaryIO, formats: tuple[str, ...], sniffed: str | None
 ) -> Image.Image:
     """Image.open restricted to the allowlist, with a sentence for each failure."""
+    if "HEIF" in formats and sniffed in ("HEIF", None):
+        _register_heif()
+    # Pillow refuses a format it has no plugin for, and HEIF's is registered
+    # only once a file may be one.
+    openers = [name for name in formats if name != "HEIF" or "HEIF" in Image.OPEN]
     try:
-        return Image.open(stream, formats=list(formats))
+        return Image.open(stream, formats=openers)
     except UnidentifiedImageError:
         if sniffed is None:
             raise UnsupportedFormat(_unsupported_message(None, formats)) from None
@@ -388,6 +388,18 @@ def _pillow_open(
             f"The file looks like a {name} image, but its header is damaged "
             "or invalid, so it cannot be read."
         ) from None
+
+
+@functools.cache
+def _register_heif() -> None:
+    """Let Pillow open HEIC/HEIF as format "HEIF" (libheif decodes it, 10 and
+    12 bits to 8; pillow-heif's AVIF is not used: Pillow's is). Only once a
+    file may be one: libheif and its codecs cost a process ~11 MiB."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener(
+        thumbnails=False, depth_images=False, aux_images=False
+    )
 
 
 def _sniff(head: bytes) -> str | None:

@@ -24,11 +24,10 @@ def test_enqueue_runs_on_celery_and_returns_its_value(celery_worker):
 def test_the_worker_keeps_its_database_connection_across_tasks(celery_worker):
     # Given a Celery worker (one pool process) that has run a task
     celery_worker()
-    first = wait_finished(tasks.g_connections_opened.enqueue(), timeout=60)
+    first = wait_finished(tasks.g_connection_in_use.enqueue(), timeout=60)
     # When it runs more
     later = [
-        wait_finished(tasks.g_connections_opened.enqueue(), timeout=60)
-        for _ in range(3)
+        wait_finished(tasks.g_connection_in_use.enqueue(), timeout=60) for _ in range(3)
     ]
     # Then they ran in the same process on the connection it had opened
     # (Celery's fixup would open a new one for every task)
