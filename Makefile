@@ -90,8 +90,10 @@ format: $(VENV)/.test-installed
 
 BENCHMARKS := bench/queue.py bench/thumbnails.py
 
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed postgres
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b || exit 1; done
+	@echo "== bench/queue.py --database postgres (our lane's rates on PostgreSQL)"
+	$(PY) bench/queue.py --database postgres --only channelsbackend --only drain
 
 clean:
 	rm -rf $(VENV) var

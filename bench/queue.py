@@ -65,6 +65,7 @@ import psutil  # noqa: E402
 from bench import queue_peers  # noqa: E402
 from bench.queue_peers import DONE_KEY, LATENCY_KEY, RAW_CHANNEL  # noqa: E402
 from project.redis_server import RedisServer, free_port  # noqa: E402
+from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.support import ManagedProcess, wait_for  # noqa: E402
 
 logger = logging.getLogger("bench.queue")
@@ -599,8 +600,9 @@ def profile_shares(raw: str) -> list[tuple[str, float]]:
     )
 
 
-def configure(tmp: Path, redis_url: str) -> dict:
-    """The environment of the bench and its workers; sets up Django here."""
+def configure(tmp: Path, redis_url: str, database_url: str = "") -> dict:
+    """The environment of the bench and its workers; sets up Django here.
+    The records go to SQLite in ``tmp`` unless ``database_url`` is given."""
     database = tmp / "bench.sqlite3"
     env = dict(os.environ)
     env.update(
@@ -610,7 +612,7 @@ def configure(tmp: Path, redis_url: str) -> dict:
         DJANGO_VAR_DIR=str(tmp / "var"),
         DJANGO_MEDIA_ROOT=str(tmp / "media"),
         DJANGO_LOG_LEVEL=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
-        DATABASE_URL=f"sqlite:///{database}",
+        DATABASE_URL=database_url or f"sqlite:///{database}",
         REDIS_URL=redis_url,
         CELERY_BROKER_URL=redis_url,
         BENCH_CELERY_RESULT_BACKEND=f"db+sqlite:///{database}",
@@ -826,6 +828,13 @@ def parse_args(argv=None):
         "--only channels --only plain",
     )
     parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="where the records go: SQLite (default) or a PostgreSQL server "
+        "the bench starts",
+    )
+    parser.add_argument(
         "--profile-out",
         metavar="FILE",
         help="also write the profile's raw py-spy samples (collapsed stacks) here",
@@ -850,13 +859,18 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-queue-"))
     (tmp / "logs").mkdir()
     server = RedisServer(tmp / "redis", port=free_port())
+    postgres = (
+        PostgresServer(free_port(), fast=False) if args.database == "postgres" else None
+    )
     bench = None
     rows: list[Row] = []
     found = Scenarios()
     began = time.monotonic()
     try:
         server.start()
-        env = configure(tmp, server.url)
+        if postgres is not None:
+            postgres.start()
+        env = configure(tmp, server.url, postgres.url if postgres else "")
         # The project's Celery app becomes the current app of this process:
         # CeleryBackend and the plain shared task publish through it.
         import project.celery  # noqa: F401
@@ -874,7 +888,10 @@ def main(argv=None) -> int:
             for process in bench.processes:
                 process.stop()
         server.stop()
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nRecords on {args.database}" + (" (durable settings)" if postgres else ""))
     if rows:
         print_table(rows, bench.notes if bench else [], args.tasks, args.latency_tasks)
     print_scenarios(found, args.drain_tasks, args.backlog_tasks)
