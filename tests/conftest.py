@@ -290,12 +290,25 @@ def pytest_addoption(parser):
     )
 
 
+def _database_free(item) -> bool:
+    """Tests that open no database (tests/unit, and those marked so) run in
+    `make test` only: `make test-postgres` would only repeat them."""
+    marked = item.get_closest_marker("database_free") is not None
+    return marked or "tests/unit/" in item.nodeid
+
+
 def pytest_collection_modifyitems(config, items):
     """Run browser tests last: Playwright's sync API keeps an event loop running
     in the main thread while the browser is open, which async tests cannot share.
-    The deployment tests run only with --deploy (they need nginx)."""
+    The deployment tests run only with --deploy (they need nginx), and on
+    PostgreSQL the tests that open no database are left out."""
     deploy = config.getoption("--deploy")
-    kept = [item for item in items if ("tests/deploy/" in item.nodeid) == deploy]
+    kept = [
+        item
+        for item in items
+        if ("tests/deploy/" in item.nodeid) == deploy
+        and not (ON_POSTGRES and _database_free(item))
+    ]
     config.hook.pytest_deselected(items=[i for i in items if i not in kept])
     items[:] = kept
     for item in items:

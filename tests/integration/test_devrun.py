@@ -9,7 +9,8 @@ import pytest
 from project.redis_server import free_port
 from tests.support import http_ok, wait_for
 
-pytestmark = pytest.mark.slow
+# `make run` brings its own SQLite database, whatever the session uses.
+pytestmark = [pytest.mark.slow, pytest.mark.database_free]
 
 EXPECTED = {"daphne", "runworker", "celery", "redis-server"}
 
