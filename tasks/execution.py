@@ -28,6 +28,13 @@ from tasks.models import Status, TaskRecord
 def run_sync(record: TaskRecord) -> Status | None:
     """Run a claimed record in this thread (a coroutine task on a new loop).
     Returns the record's new status; None if the attempt lost its record."""
+    return finish(record, *call(record))
+
+
+def call(record: TaskRecord) -> tuple[object, BaseException | None]:
+    """Call a claimed record's task here: (its value as JSON data, None), or
+    (None, what it raised). The worker records the outcome with ``finish``
+    in the same transaction as its next claim."""
     try:
         task = record.get_task()
         args = _arguments(record, task)
@@ -36,8 +43,14 @@ def run_sync(record: TaskRecord) -> Status | None:
                 value = asyncio.run(task.func(*args, **record.kwargs))
             else:
                 value = task.func(*args, **record.kwargs)
-        value = lifecycle.as_json(value, "return value")
+        return lifecycle.as_json(value, "return value"), None
     except BaseException as error:
+        return None, error
+
+
+def finish(record: TaskRecord, value, error: BaseException | None) -> Status | None:
+    """Record what ``call`` gave: the new status, or None if lost."""
+    if error is not None:
         return lifecycle.fail(record, error)
     return Status.SUCCESSFUL if lifecycle.succeed(record, value) else None
 

@@ -357,22 +357,38 @@ def _committed(record: TaskRecord) -> None:
 
 
 def _started(record: TaskRecord) -> None:
-    metrics.on_started(record)
-    _signal(task_started, record)
-    events.publish(record)
+    def announce() -> None:
+        metrics.on_started(record)
+        _signal(task_started, record)
+        events.publish(record)
+
+    _after_commit(announce)
 
 
 def _finished(record: TaskRecord, error: BaseException | None) -> None:
-    metrics.on_finished(record)
-    _signal(task_finished, record, error)
-    events.publish(record)
+    def announce() -> None:
+        metrics.on_finished(record)
+        _signal(task_finished, record, error)
+        events.publish(record)
+
+    _after_commit(announce)
 
 
 def _retrying(record: TaskRecord, error: BaseException, retry_at: datetime) -> None:
-    _signal(task_retrying, record, error, error=error, retry_at=retry_at)
-    if record.sent_at is not None:
-        deliver(record)
-    events.publish(record)
+    def announce() -> None:
+        _signal(task_retrying, record, error, error=error, retry_at=retry_at)
+        if record.sent_at is not None:
+            deliver(record)
+        events.publish(record)
+
+    _after_commit(announce)
+
+
+def _after_commit(announce) -> None:
+    """Announce a write once it has taken effect: at once outside a
+    transaction, at its commit inside one (a worker writes an outcome and
+    its next claim in one), never if it rolls back."""
+    transaction.on_commit(announce, robust=True)
 
 
 def _signal(signal, record: TaskRecord, handling=None, **extra) -> None:

@@ -90,7 +90,12 @@ class Monitor:
                     self._stop(attempt, limit)
         for record in self._lost([a.record for a in attempts if not a.stopping]):
             attempt = next(a for a in attempts if a.record is record)
-            self._stop(attempt, None)
+            with self._lock:
+                # Its record may have been finished by the attempt itself
+                # since the list was taken: only a running one was lost.
+                running = id(attempt) in self._attempts
+            if running:
+                self._stop(attempt, None)
 
     def _lost(self, records: list[TaskRecord]) -> list[TaskRecord]:
         if not records:

@@ -10,6 +10,7 @@ from django.tasks.signals import task_finished, task_started
 from tasks import execution, lifecycle
 from tasks.exceptions import TaskCancelled
 from tasks.models import TaskRecord
+from tasks.monitor import Monitor
 from tasks.signals import task_retrying
 from tests import tasks
 from tests.support import wait_for
@@ -106,3 +107,34 @@ def test_an_attempt_that_lost_its_record_writes_and_signals_nothing(signals):
     assert result.status == Status.FAILED
     assert result.errors[-1].exception_class is TaskCancelled
     assert [name for name, *_ in signals] == ["started", "finished"]
+
+
+def test_the_monitor_leaves_an_attempt_that_finished_while_it_looked(
+    monkeypatch, caplog
+):
+    # Given a running attempt the monitor watches, and a monitor that, the
+    # moment it reads who owns what, finds the attempt has just finished
+    # (the slot wrote its outcome between the monitor's two steps)
+    ended = []
+    monitor = Monitor(end_process=ended.append)
+
+    def finishing_first(read_owners):
+        def read(records):
+            watching.__exit__(None, None, None)
+            execution.finish(record, None, None)
+            return read_owners(records)
+
+        return read
+
+    record = lifecycle.claim(tasks.noop.enqueue().id, "host:1:test")
+    watching = monitor.watching(record)
+    watching.__enter__()
+    for read in ("heartbeat", "still_owned"):  # the monitor's two reads
+        monkeypatch.setattr(lifecycle, read, finishing_first(getattr(lifecycle, read)))
+    # When the monitor checks
+    with caplog.at_level(logging.WARNING, logger="tasks.monitor"):
+        monitor.check()
+    # Then the attempt is not taken for one whose record was taken away
+    assert ended == []
+    assert [r.message for r in caplog.records if r.name == "tasks.monitor"] == []
+    assert TaskRecord.objects.get(pk=record.pk).status == Status.SUCCESSFUL
