@@ -88,7 +88,7 @@ format: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-BENCHMARKS := bench/queue.py bench/thumbnails.py
+BENCHMARKS := bench/queue.py bench/thumbnails.py bench/websocket.py
 
 bench: $(VENV)/.bench-installed postgres
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -345,6 +345,16 @@ SPECTACULAR_SETTINGS = {
 WEBSOCKET_MAX_MESSAGE_BYTES = env.get_int("WEBSOCKET_MAX_MESSAGE_BYTES", 64 * 1024)
 # The echo consumer refuses text longer than this (characters).
 ECHO_MAX_CHARS = 4096
+# /ws/jobs/ (realtime.consumers): the snapshot sent on connect holds the
+# user's unfinished tasks and those finished this many seconds ago or less
+# (at most REALTIME_SNAPSHOT_LIMIT, newest first); a socket sending more than
+# REALTIME_MAX_FRAMES frames in REALTIME_FRAMES_WINDOW seconds is closed
+# (4429); an idle socket gets {"type": "ping"} after REALTIME_PING_SECONDS.
+REALTIME_SNAPSHOT_SECONDS = env.get_float("REALTIME_SNAPSHOT_SECONDS", 300.0)
+REALTIME_SNAPSHOT_LIMIT = env.get_int("REALTIME_SNAPSHOT_LIMIT", 200)
+REALTIME_MAX_FRAMES = env.get_int("REALTIME_MAX_FRAMES", 20)
+REALTIME_FRAMES_WINDOW = env.get_float("REALTIME_FRAMES_WINDOW", 10.0)
+REALTIME_PING_SECONDS = env.get_float("REALTIME_PING_SECONDS", 25.0)
 
 # --- Security (production) --------------------------------------------------
 

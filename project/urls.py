@@ -15,5 +15,6 @@ urlpatterns = [
     path("metrics", task_views.metrics_view, name="metrics"),
     path("api/", include("thumbnails.api_urls")),
     path("media/<path:path>", media.serve, name="media"),
+    path("", include("tasks.urls")),
     path("", include("thumbnails.urls")),
 ]

@@ -211,8 +211,12 @@ def cancel(record: TaskRecord) -> bool:
     record.worker_ids = record.all_worker_ids
     record.status, record.finished_at = Status.FAILED, timezone.now()
     fields = ("status", "errors", "worker_ids", "finished_at")
-    if not owned.update(**{name: getattr(record, name) for name in fields}):
+    changes = {name: getattr(record, name) for name in fields}
+    if not owned.update(**changes, sequence=F("sequence") + 1):
         return False
+    record.sequence = (
+        TaskRecord.objects.filter(pk=record.pk).values_list("sequence", flat=True)
+    ).get()
     if was == Status.RUNNING:
         _backend(record).stop(record)
     _finished(record, error)
@@ -231,6 +235,7 @@ def retry(record: TaskRecord) -> bool:
             available_at=now,
             sent_at=now,
             finished_at=None,
+            sequence=F("sequence") + 1,
         )
     )
     if not updated:

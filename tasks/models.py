@@ -59,6 +59,12 @@ class TaskRecordQuerySet(models.QuerySet):
     def for_owner(self, user) -> TaskRecordQuerySet:
         return self.filter(owner=user)
 
+    def unfinished_or_since(self, since: datetime) -> TaskRecordQuerySet:
+        """Records still waiting or running, and those finished at ``since``
+        or later: what a live page must show (realtime's snapshot)."""
+        unfinished = Q(status__in=[Status.READY, Status.RUNNING])
+        return self.filter(unfinished | Q(finished_at__gte=since))
+
     def backlog(self, now: datetime):
         """Per (queue_name, backend): how many due records wait (``count``)
         and since when the oldest could have run (``oldest``)."""
@@ -104,6 +110,9 @@ class TaskRecord(models.Model):
 
     progress = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=200, blank=True)
+    # Bumped by every status or progress write: live clients keep the
+    # highest they have seen per task and drop older events (realtime).
+    sequence = models.PositiveBigIntegerField(default=0, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

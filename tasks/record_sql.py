@@ -81,7 +81,8 @@ def claim_next(
 
 
 def update_if_current(record: TaskRecord, names: Sequence[str]) -> bool:
-    """UPDATE ``names`` of a RUNNING record only while this attempt owns it."""
+    """UPDATE ``names`` of a RUNNING record only while this attempt owns it,
+    bumping its ``sequence`` (read back into ``record``)."""
     model = type(record)
     alias = router.db_for_write(model, instance=record)
     connection = connections[alias]
@@ -94,7 +95,11 @@ def update_if_current(record: TaskRecord, names: Sequence[str]) -> bool:
     sql = _update_sql(model, connection.vendor, alias, tuple(names))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount > 0
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    record.sequence = row[0]
+    return True
 
 
 def vendor(model: type[TaskRecord]) -> str:
@@ -136,7 +141,8 @@ def _insert_sql(model, vendor: str, alias: str) -> str:
 _TAKE = f"""
 UPDATE {{table}} SET status = '{RUNNING}', attempts = attempts + 1,
     started_at = COALESCE(started_at, %s), last_attempted_at = %s,
-    heartbeat_at = %s, claimed_by = %s, progress = 0, progress_message = ''
+    heartbeat_at = %s, claimed_by = %s, progress = 0, progress_message = '',
+    sequence = sequence + 1
 """
 
 
@@ -189,9 +195,11 @@ def _update_sql(model, vendor: str, alias: str, names: tuple[str, ...]) -> str:
     columns = [quote(model._meta.get_field(name).column) for name in names]
     assignments = ", ".join(f"{column} = %s" for column in columns)
     table = quote(model._meta.db_table)
+    sequence = quote(model._meta.get_field("sequence").column)
     return (
-        f"UPDATE {table} SET {assignments} "
-        f"WHERE id = %s AND status = '{RUNNING}' AND attempts = %s"
+        f"UPDATE {table} SET {assignments}, {sequence} = {sequence} + 1 "
+        f"WHERE id = %s AND status = '{RUNNING}' AND attempts = %s "
+        f"RETURNING {sequence}"
     )
 
 

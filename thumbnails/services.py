@@ -18,7 +18,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from tasks.context import enqueued_by
 from tasks.models import error_reason
-from thumbnails import conf, pipeline
+from thumbnails import conf, events, pipeline
 from thumbnails.models import Image
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def accept_upload(upload: UploadedFile, owner, *, webhook_url: str = "") -> Imag
         with transaction.atomic():
             image.save()
             enqueue_thumbnails(image)
+            events.image_added(image)
     except BaseException:
         image.original.delete(save=False)  # no orphan file when the row fails
         raise
@@ -104,6 +105,7 @@ def sync_status(image: Image) -> Image:
         reason = error_reason(result.errors[-1]) if result.errors else ""
         image.status, image.error = Image.Status.FAILED, reason or "The job failed."
         Image.objects.filter(pk=image.pk).update(status=image.status, error=image.error)
+        events.image_finished(image)
     return image
 
 

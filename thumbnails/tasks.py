@@ -10,7 +10,7 @@ from django.db import transaction
 from django.tasks import task
 
 from tasks.progress import report_progress
-from thumbnails import conf, files, pipeline, webhooks
+from thumbnails import conf, events, files, pipeline, webhooks
 from thumbnails.models import Image, Thumbnail
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def _make(image: Image, original, outputs) -> int:
 def _set_status(image: Image, status: str, error: str = "") -> None:
     image.status, image.error = status, error
     Image.objects.filter(pk=image.pk).update(status=status, error=error)
+    events.image_finished(image)  # (nothing for a status that is not final)
     if status in (Image.Status.READY, Image.Status.FAILED) and image.webhook_url:
         transaction.on_commit(
             lambda: call_webhook.enqueue(image.pk, image.webhook_url, status)

@@ -14,7 +14,7 @@ import urllib.request
 
 from django.conf import settings
 
-from thumbnails import file_urls
+from thumbnails import events
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,7 @@ def payload(image_id: int, status: str) -> bytes:
     body = {"event": f"image.{status}", "image": image_id, "status": status}
     if image is not None:
         body["error"] = image.error
-        body["thumbnails"] = [
-            {
-                "spec": t.spec,
-                "format": t.format,
-                "width": t.width,
-                "height": t.height,
-                "url": _public(file_urls.url(t.file.name, image_id)),
-            }
-            for t in image.thumbnails.all()
-        ]
+        body["thumbnails"] = events.thumbnail_entries(image, absolute=_public)
     return json.dumps(body, sort_keys=True).encode()
 
 

@@ -1,6 +1,5 @@
 """Uploading in a real browser: Daphne, a real thumbnailer worker, Chromium."""
 
-import json
 import re
 
 import pytest
@@ -8,11 +7,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
+from tests.browser.pages import PASSWORD, job_events, sign_in
 from thumbnails import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PASSWORD = "pw-for-the-browser-42"
 JOB_TIMEOUT_MS = 60_000
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 # A signed URL of a small JPEG thumbnail (thumbnails.file_urls).
@@ -36,28 +35,6 @@ def photo(tmp_path):
     return path
 
 
-def sign_in(page, web_server, next_path):
-    page.goto(f"{web_server}/accounts/login/?next={next_path}")
-    page.get_by_label("Username").fill("uploader")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page).to_have_url(web_server + next_path)
-
-
-def job_events(page) -> list[dict]:
-    """Every JSON frame the page receives on /ws/jobs/, as it arrives."""
-    frames: list[dict] = []
-
-    def follow(socket):
-        if socket.url.endswith("/ws/jobs/"):
-            socket.on(
-                "framereceived", lambda payload: frames.append(json.loads(payload))
-            )
-
-    page.on("websocket", follow)
-    return frames
-
-
 def expect_thumbnail_shown(image):
     expect(image).to_have_attribute("src", THUMBNAIL)
     expect(image).to_have_js_property("complete", True)
@@ -68,7 +45,7 @@ def test_upload_shows_progress_then_thumbnails(page, web_server, worker, user, p
     # Given a thumbnailer worker, and the user on the upload page
     worker("thumbnailer")
     events = job_events(page)
-    sign_in(page, web_server, "/images/upload/")
+    sign_in(page, web_server, "uploader", "/images/upload/")
     # When a JPEG is chosen in the file input
     page.set_input_files('input[type="file"]', photo)
     # Then its card reaches "ready" live, with a thumbnail in place of the bar
@@ -84,7 +61,6 @@ def test_upload_shows_progress_then_thumbnails(page, web_server, worker, user, p
     mine = [event for event in events if event.get("id") == task_id]
     assert mine[-1]["status"] == "SUCCESSFUL"
     assert any(event["progress"] == 1.0 for event in mine), mine
-    page.screenshot(path="/tmp/upload-page.png", full_page=True)
 
     # When the detail page is opened from the card
     card.locator("a.card-name").click()
@@ -103,7 +79,7 @@ def test_upload_shows_progress_then_thumbnails(page, web_server, worker, user, p
 
 
 def test_bad_file_shows_the_clear_error(page, web_server, user):
-    sign_in(page, web_server, "/images/upload/")
+    sign_in(page, web_server, "uploader", "/images/upload/")
     page.set_input_files(
         'input[type="file"]',
         files=[
@@ -127,7 +103,7 @@ def test_open_page_swaps_in_thumbnails_when_the_job_ends(
     upload = SimpleUploadedFile("waiting.jpg", photo.read_bytes())
     image = services.accept_upload(upload, user)
     path = "/images/" if where == "list" else f"/images/{image.pk}/"
-    sign_in(page, web_server, path)
+    sign_in(page, web_server, "uploader", path)
     live = page.locator(f"#image-{image.pk}")
     expect(live.locator('[data-role="status"]')).to_have_text("pending")
     # (its placeholder shows meanwhile, no thumbnail yet)

@@ -223,6 +223,32 @@ def test_script_send_recovers_from_a_forgotten_script_and_a_dropped_connection(
     assert [receive("default")["id"] for _ in range(3)] == ["1", "2", "3"]
 
 
+def test_a_group_event_after_redis_dropped_its_clients_still_arrives(redis_server):
+    # Given a channel in a group, and this process's kept publishing
+    # connection, which Redis then drops (as at a restart)
+    import redis
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tasks import transport
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("tests.dropped", channel)
+    transport.group_send("tests.dropped", {"type": "test.event", "n": 1})
+    redis.Redis.from_url(redis_server.url).client_kill_filter(
+        _type="normal", skipme=True
+    )
+    # When the next event is published
+    transport.group_send("tests.dropped", {"type": "test.event", "n": 2})
+
+    # Then both arrived
+    async def receive():
+        return (await asyncio.wait_for(layer.receive(channel), 5))["n"]
+
+    assert [async_to_sync(receive)() for _ in range(2)] == [1, 2]
+
+
 def test_the_procfile_worker_serves_every_channels_queue(start_process, settings):
     # Given the worker `make run` starts
     process = start_process("worker")

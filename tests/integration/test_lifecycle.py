@@ -7,7 +7,7 @@ import pytest
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.signals import task_finished, task_started
 
-from tasks import execution, lifecycle
+from tasks import events, execution, lifecycle
 from tasks.exceptions import TaskCancelled
 from tasks.models import TaskRecord
 from tasks.monitor import Monitor
@@ -138,3 +138,27 @@ def test_the_monitor_leaves_an_attempt_that_finished_while_it_looked(
     assert ended == []
     assert [r.message for r in caplog.records if r.name == "tasks.monitor"] == []
     assert TaskRecord.objects.get(pk=record.pk).status == Status.SUCCESSFUL
+
+
+def test_every_status_or_progress_write_bumps_the_stored_sequence():
+    result = tasks.with_progress.enqueue(3)
+
+    def stored() -> int:
+        return TaskRecord.objects.get(pk=result.id).sequence
+
+    assert stored() == 0
+    record = lifecycle.claim(result.id, "host:1:test")
+    assert (record.sequence, stored()) == (1, 1)
+    assert lifecycle.set_progress(record, 0.5, "half")
+    assert (record.sequence, stored()) == (2, 2)
+    assert lifecycle.cancel(record)
+    assert (record.sequence, stored()) == (3, 3)
+    assert lifecycle.retry(record)
+    assert (record.sequence, stored()) == (4, 4)
+    # A write that did not take effect (a lost attempt) bumps nothing
+    assert not lifecycle.set_progress(record, 0.9, "late")
+    assert stored() == 4
+    record = lifecycle.claim(result.id, "host:1:test")
+    assert lifecycle.succeed(record, 3)
+    assert (record.sequence, stored()) == (6, 6)
+    assert events.task_update(record)["seq"] == 6

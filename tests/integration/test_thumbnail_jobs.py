@@ -9,9 +9,10 @@ from django.tasks import TaskResultStatus
 from PIL import Image as PILImage
 
 from tasks.models import TaskRecord
-from tests.support import CORPUS, corpus_manifest, wait_for
+from tests.support import CORPUS, corpus_manifest, wait_finished, wait_for
 from thumbnails import pipeline, services
 from thumbnails.models import Image, Thumbnail
+from thumbnails.tasks import make_thumbnails
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,6 +59,8 @@ def test_upload_to_ready_through_the_thumbnailer_worker(worker, user, media_root
     }  # fmt: skip
     for thumbnail in image.thumbnails.all():
         assert (media_root / thumbnail.file.name).stat().st_size == thumbnail.byte_size
+    # (the job marks its image ready, then its record is finished)
+    wait_finished(make_thumbnails.get_result(image.task_id))
     record = TaskRecord.objects.get(pk=image.task_id)
     assert record.status == TaskResultStatus.SUCCESSFUL
     assert record.owner == user

@@ -1,45 +1,84 @@
 "use strict";
-// Live job progress. Follows the user's task events on /ws/jobs/ and updates
-// every element carrying data-task-id; when a job ends, swaps in the server's
-// fresh copy of the element (same id) fetched from its data-refresh-url.
+// Live job state over /ws/jobs/ (the protocol is in the README).
+//
+// On every connect the server first sends a snapshot of the user's recent
+// tasks, then events. Each task event carries the task's sequence number, so
+// an event older than what the page already has (it raced the snapshot, or
+// came twice) is dropped. The socket reconnects with exponential backoff and
+// full jitter; while it is down the page says "reconnecting"; a 4401 close
+// (signed out) goes to the login page.
+//
+// Every element with data-task-id follows its task; when a job ends, the
+// element is swapped for the server's fresh copy (same id) from its
+// data-refresh-url. Other scripts listen for "live:task", "live:image" and
+// "live:snapshot" events on the document.
 window.thumbnailsLive = (function () {
   const FINAL = { SUCCESSFUL: "ready", FAILED: "failed" };
-  const latest = new Map(); // task id -> the last event seen
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_CAP_MS = 15000;
+  const latest = new Map(); // task id -> the newest event applied
   const inFlight = new Set(); // ids of elements being refreshed
-  let retryDelay = 1000;
+  let failures = 0;
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + "/ws/jobs/");
     socket.addEventListener("open", function () {
-      retryDelay = 1000;
-      // Catch up on whatever ended while the socket was not open.
-      document.querySelectorAll("[data-task-id]").forEach(function (element) {
-        if (!isFinal(element.dataset.status)) refresh(element);
-      });
+      failures = 0;
+      setConnected(true);
     });
     socket.addEventListener("message", function (message) {
       receive(JSON.parse(message.data));
     });
-    socket.addEventListener("close", function () {
-      setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 30000);
+    socket.addEventListener("close", function (event) {
+      if (event.code === 4401) {
+        location.assign("/accounts/login/?next=" + encodeURIComponent(location.pathname));
+        return;
+      }
+      setConnected(false);
+      // Full jitter: anywhere up to the exponential bound, so that many pages
+      // do not all come back at the same moment after a restart.
+      const bound = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** failures);
+      failures += 1;
+      setTimeout(connect, Math.random() * bound);
     });
   }
 
-  function receive(event) {
-    if (event.type !== "task.update") return;
+  function receive(message) {
+    if (message.type === "snapshot") {
+      message.tasks.forEach(function (task) { update(task, true); });
+      // Whatever is on the page and not in the snapshot may have ended long
+      // ago: ask the server for its copy.
+      document.querySelectorAll("[data-task-id]").forEach(function (element) {
+        if (!isFinal(element.dataset.status) && !latest.has(element.dataset.taskId)) {
+          refresh(element);
+        }
+      });
+      emit("live:snapshot", message);
+    } else if (message.type === "task.update") {
+      update(message, false);
+    } else if (message.type && message.type.startsWith("image.")) {
+      emit("live:image", message);
+      const element = document.getElementById("image-" + message.id);
+      if (element && message.type !== "image.added") refresh(element);
+    }
+  }
+
+  function update(event, fromSnapshot) {
+    const known = latest.get(event.id);
+    if (known && known.seq >= event.seq) return; // stale or a duplicate
     latest.set(event.id, event);
+    emit("live:task", event);
     const selector = '[data-task-id="' + CSS.escape(event.id) + '"]';
     document.querySelectorAll(selector).forEach(function (element) {
-      apply(element, event);
+      apply(element, event, fromSnapshot);
     });
   }
 
-  function apply(element, event) {
+  function apply(element, event, fromSnapshot) {
     const final = FINAL[event.status];
     if (final) {
-      if (element.dataset.status !== final) refresh(element);
+      if (element.dataset.status !== final || fromSnapshot) refresh(element);
     } else if (element.dataset.status !== "ready") {
       const status = event.status === "RUNNING" ? "processing" : "pending";
       show(element, status, event.message || event.error, event.progress);
@@ -49,8 +88,10 @@ window.thumbnailsLive = (function () {
   function show(element, status, message, progress) {
     element.dataset.status = status;
     const label = element.querySelector('[data-role="status"]');
-    label.textContent = status;
-    label.className = "status status-" + status;
+    if (label) {
+      label.textContent = status;
+      label.className = "status status-" + status;
+    }
     const bar = element.querySelector('[data-role="progress"]');
     if (bar && typeof progress === "number") bar.value = progress;
     const note = element.querySelector('[data-role="message"]');
@@ -84,10 +125,20 @@ window.thumbnailsLive = (function () {
     if (!event) return;
     const final = FINAL[event.status];
     if (!final) {
-      apply(element, event);
+      apply(element, event, false);
     } else if (element.dataset.status !== final && attempt < 5) {
       setTimeout(function () { refresh(element, attempt + 1); }, 500 * (attempt + 1));
     }
+  }
+
+  function setConnected(connected) {
+    document.documentElement.classList.toggle("live-reconnecting", !connected);
+    const banner = document.getElementById("live-status");
+    if (banner) banner.hidden = connected;
+  }
+
+  function emit(name, detail) {
+    document.dispatchEvent(new CustomEvent(name, { detail: detail }));
   }
 
   function isFinal(status) {
@@ -95,5 +146,5 @@ window.thumbnailsLive = (function () {
   }
 
   connect();
-  return { refresh: refresh, show: show };
+  return { refresh: refresh, show: show, latest: latest };
 })();

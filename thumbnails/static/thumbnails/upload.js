@@ -41,32 +41,52 @@
     });
   }
 
-  async function send(file, card) {
-    const body = new FormData();
-    body.append("images", file);
-    try {
-      const response = await fetch(form.action, {
-        method: "POST",
-        body: body,
-        headers: { Accept: "application/json", "X-CSRFToken": token },
+  // XMLHttpRequest, not fetch: only it reports the bytes sent as they go.
+  function send(file, card) {
+    return new Promise(function (resolve) {
+      const body = new FormData();
+      body.append("images", file);
+      const request = new XMLHttpRequest();
+      request.open("POST", form.action);
+      request.setRequestHeader("Accept", "application/json");
+      request.setRequestHeader("X-CSRFToken", token);
+      request.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable) {
+          const sent = megabytes(event.loaded) + " of " + megabytes(event.total) + " MB sent";
+          window.thumbnailsLive.show(card, "uploading", sent, event.loaded / event.total);
+        }
       });
-      const type = response.headers.get("Content-Type") || "";
-      const answer = type.includes("application/json") ? await response.json() : {};
-      if (response.status === 202) {
-        accepted(card, answer);
-      } else {
-        refused(card, answer.error || "The upload failed (HTTP " + response.status + ").");
-      }
-    } catch (error) {
-      refused(card, "The upload failed: " + error.message);
-    }
+      request.addEventListener("load", function () {
+        let answer = {};
+        try {
+          answer = JSON.parse(request.responseText);
+        } catch (error) {
+          answer = {};
+        }
+        if (request.status === 202) {
+          accepted(card, answer);
+        } else {
+          refused(card, answer.error || "The upload failed (HTTP " + request.status + ").");
+        }
+        resolve();
+      });
+      request.addEventListener("error", function () {
+        refused(card, "The upload failed: the connection was lost.");
+        resolve();
+      });
+      request.send(body);
+    });
+  }
+
+  function megabytes(bytes) {
+    return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0);
   }
 
   function accepted(card, answer) {
     card.id = "image-" + answer.id;
     card.dataset.taskId = answer.task_id;
     card.dataset.refreshUrl = answer.card_url;
-    window.thumbnailsLive.show(card, answer.status, "");
+    window.thumbnailsLive.show(card, answer.status, "", 0);
     window.thumbnailsLive.refresh(card);
   }
 
