@@ -177,11 +177,14 @@ def channel_layers_for(
         hosts = [{"address": url, "socket_timeout": None} for url in urls]
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "realtime.layers.PooledRedisChannelLayer",
             "CONFIG": {
                 "hosts": hosts,
                 "capacity": env.get_int("CHANNEL_CAPACITY", 1000),
                 "expiry": env.get_int("CHANNEL_EXPIRY", 60),
+                # Redis connections per process and event loop; commands
+                # beyond them wait for one (realtime.layers).
+                "pool_size": env.get_int("CHANNEL_LAYER_POOL_SIZE", 100),
             },
         }
     }

@@ -290,24 +290,27 @@ def pytest_addoption(parser):
     )
 
 
-def _database_free(item) -> bool:
-    """Tests that open no database (tests/unit, and those marked so) run in
-    `make test` only: `make test-postgres` would only repeat them."""
+def _not_repeated_on_postgres(item) -> bool:
+    """Tests that open no database (tests/unit, and those marked so), and the
+    browser tests (pages over Daphne: the database behind them is used as in
+    the integration tests, which do run on PostgreSQL), run in `make test`
+    only, so that both suites fit CI's time side by side."""
     marked = item.get_closest_marker("database_free") is not None
-    return marked or "tests/unit/" in item.nodeid
+    return marked or "tests/unit/" in item.nodeid or "tests/browser/" in item.nodeid
 
 
 def pytest_collection_modifyitems(config, items):
     """Run browser tests last: Playwright's sync API keeps an event loop running
     in the main thread while the browser is open, which async tests cannot share.
     The deployment tests run only with --deploy (they need nginx), and on
-    PostgreSQL the tests that open no database are left out."""
+    PostgreSQL the tests that open no database and the browser tests are left
+    out."""
     deploy = config.getoption("--deploy")
     kept = [
         item
         for item in items
         if ("tests/deploy/" in item.nodeid) == deploy
-        and not (ON_POSTGRES and _database_free(item))
+        and not (ON_POSTGRES and _not_repeated_on_postgres(item))
     ]
     config.hook.pytest_deselected(items=[i for i in items if i not in kept])
     items[:] = kept

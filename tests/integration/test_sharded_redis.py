@@ -3,9 +3,8 @@ servers, every fast path follows, and losing one server loses no task."""
 
 import pytest
 from channels.layers import channel_layers
-from channels_redis.core import RedisChannelLayer
-from channels_redis.utils import create_pool
 from django.tasks import TaskResultStatus
+from django.utils.module_loading import import_string
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from project.redis_server import RedisServer, free_port
@@ -76,10 +75,10 @@ def test_sentinel_settings_make_a_layer_that_uses_sentinel():
     config = channel_layers_for(
         [], sentinels=["127.0.0.1:26379", "10.0.0.2:26379"], sentinel_master="main"
     )["default"]
-    layer = RedisChannelLayer(**config["CONFIG"])
+    layer = import_string(config["BACKEND"])(**config["CONFIG"])
     [host] = layer.hosts
     assert host["master_name"] == "main"
     assert host["sentinels"] == [("127.0.0.1", 26379), ("10.0.0.2", 26379)]
-    assert isinstance(create_pool(host), SentinelConnectionPool)
+    assert isinstance(layer.create_pool(0), SentinelConnectionPool)
     # The fast paths step aside: the layer's own API talks to Sentinel
     assert not redis_layer.usable(layer, ["default"])
