@@ -7,6 +7,7 @@ import io
 import os
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
@@ -16,6 +17,7 @@ from tasks.models import TaskRecord
 from tests import tasks
 from tests.browser.pages import PASSWORD, job_events, sign_in
 from tests.support import ROOT, ManagedProcess, http_ok, procfile_command, wait_for
+from thumbnails import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -207,3 +209,19 @@ def test_the_jobs_page_follows_a_task_and_a_cancel_takes_effect(
     expect(row.get_by_role("button", name="Retry")).to_be_in_viewport()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / "jobs-page-phone.png", full_page=True)
+
+
+def test_the_gallery_shows_an_image_uploaded_elsewhere_live(page, web_server, alice):
+    # Given alice's gallery open in one tab, its live socket past the snapshot
+    with page.expect_websocket() as opened:
+        sign_in(page, web_server, "alice", "/images/")
+    opened.value.wait_for_event("framereceived")
+    expect(page.locator(".cards-empty")).to_be_visible()
+    # When an image of hers arrives from elsewhere (another tab, the API)
+    data = base64.b64decode(photo("elsewhere.jpg", (10, 20, 30))["data"])
+    image = services.accept_upload(SimpleUploadedFile("elsewhere.jpg", data), alice)
+    # Then its card appears at the top of the gallery, with no reload
+    card = page.locator(f".cards #image-{image.pk}")
+    expect(card).to_be_visible()
+    expect(card.locator('[data-role="status"]')).to_have_text("pending")
+    expect(page.locator(".cards-empty")).to_be_hidden()
