@@ -21,10 +21,9 @@ from tests.support import (
     VENV_BIN,
     ManagedProcess,
     celery_worker_argv,
-    http_ok,
     procfile_command,
     runworker_argv,
-    wait_for,
+    start_daphne,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -182,17 +181,9 @@ def start_process(process_env, process_logs) -> Iterator[Callable[..., ManagedPr
 def web_server(process_env, process_logs) -> Iterator[str]:
     """Daphne, as the Procfile runs it, on a free port; yields its base URL."""
     port = free_port()
-    env = {**process_env, "PORT": str(port)}
-    process = ManagedProcess("web", procfile_command("web"), env, process_logs)
-    url = f"http://127.0.0.1:{port}"
+    process = start_daphne({**process_env, "PORT": str(port)}, process_logs)
     try:
-        wait_for(
-            lambda: http_ok(url + "/") or not process.alive(),
-            timeout=30,
-            message="daphne to serve /",
-        )
-        assert process.alive(), process.output()
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
 

@@ -226,3 +226,16 @@ def http_ok(url: str) -> bool:
         return error.code < 500
     except OSError:
         return False
+
+
+def start_daphne(env: dict, log_dir: Path) -> ManagedProcess:
+    """Daphne as the Procfile runs it, on ``env["PORT"]``, once it serves /."""
+    process = ManagedProcess("web", procfile_command("web"), env, log_dir)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    wait_for(
+        lambda: http_ok(url + "/") or not process.alive(),
+        timeout=30,
+        message="daphne to serve /",
+    )
+    assert process.alive(), process.output()
+    return process

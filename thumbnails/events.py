@@ -17,19 +17,17 @@ from thumbnails.models import Image
 
 def image_added(image: Image) -> None:
     """Announce a new upload (on commit): the gallery of another tab shows it."""
-    _send_on_commit(image, "image.added", _summary(image))
+    _send_on_commit(image, "image.added", summary(image))
 
 
 def image_finished(image: Image) -> None:
     """Announce that an image's job ended: ``image.ready`` with its
     thumbnails, or ``image.failed`` with its reason."""
     if image.status == Image.Status.READY:
-        body = {**_summary(image), "thumbnails": thumbnail_entries(image)}
+        body = {**summary(image), "thumbnails": thumbnail_entries(image)}
         _send_on_commit(image, "image.ready", body)
     elif image.status == Image.Status.FAILED:
-        _send_on_commit(
-            image, "image.failed", {**_summary(image), "error": image.error}
-        )
+        _send_on_commit(image, "image.failed", {**summary(image), "error": image.error})
 
 
 def thumbnail_entries(image: Image, absolute=lambda url: url) -> list[dict]:
@@ -47,7 +45,8 @@ def thumbnail_entries(image: Image, absolute=lambda url: url) -> list[dict]:
     ]
 
 
-def _summary(image: Image) -> dict:
+def summary(image: Image) -> dict:
+    """An image as every event (and the upload page's answer) describes it."""
     return {
         "id": image.pk,
         "task": image.task_id,

@@ -14,10 +14,9 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from thumbnails import file_urls, pipeline, services
+from thumbnails import events, file_urls, pipeline, services
 from thumbnails.forms import UploadForm
 from thumbnails.models import Image
 
@@ -111,17 +110,8 @@ def _upload_json(request: HttpRequest, form: UploadForm) -> JsonResponse:
         body = {"name": outcome.name, "error": outcome.error, "code": outcome.code}
         return JsonResponse(body, status=400)
     image = outcome.image
-    return JsonResponse(
-        {
-            "id": image.pk,
-            "name": image.original_name,
-            "status": image.status,
-            "task_id": image.task_id,
-            "card_url": reverse("thumbnails:card", args=[image.pk]),
-            "detail_url": reverse("thumbnails:detail", args=[image.pk]),
-        },
-        status=202,
-    )
+    body = {**events.summary(image), "task_id": image.task_id}
+    return JsonResponse(body, status=202)
 
 
 def _accept(upload: UploadedFile, owner) -> Outcome:

@@ -16,7 +16,7 @@ from tasks.context import enqueued_by
 from tasks.models import TaskRecord
 from tests import tasks
 from tests.browser.pages import PASSWORD, job_events, sign_in
-from tests.support import ROOT, ManagedProcess, http_ok, procfile_command, wait_for
+from tests.support import ROOT, ManagedProcess, start_daphne, wait_for
 from thumbnails import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,14 +125,7 @@ def daphne(process_env, process_logs):
     running: list[ManagedProcess] = []
 
     def start() -> str:
-        process = ManagedProcess("web", procfile_command("web"), env, process_logs)
-        running.append(process)
-        wait_for(
-            lambda: http_ok(url + "/") or not process.alive(),
-            timeout=30,
-            message="daphne to serve /",
-        )
-        assert process.alive(), process.output()
+        running.append(start_daphne(env, process_logs))
         return url
 
     def stop() -> None:
