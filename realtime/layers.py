@@ -8,12 +8,21 @@ flight: a burst of a few hundred websocket handshakes in one Daphne process
 1,000 fail). A ``BlockingConnectionPool`` of the same size queues the extra
 commands for a free connection (up to ``pool_timeout`` seconds) instead.
 Sentinel hosts keep channels-redis' own Sentinel pool.
+
+The pools also try a command once more on a fresh connection when its
+connection fails: a pool keeps connections that Redis may have closed since
+(a restart, a client kill), and redis-py's default is not to retry, so the
+first command after one failed (an event lost, a group join refused). Should
+the first attempt have run after all, clients drop the repeated event by its
+sequence number.
 """
 
 from __future__ import annotations
 
 from channels_redis.core import RedisChannelLayer
 from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 
 class PooledRedisChannelLayer(RedisChannelLayer):
@@ -28,5 +37,9 @@ class PooledRedisChannelLayer(RedisChannelLayer):
         if address is None:  # Sentinel
             return super().create_pool(index)
         return BlockingConnectionPool.from_url(
-            address, max_connections=self.pool_size, timeout=self.pool_timeout, **host
+            address,
+            max_connections=self.pool_size,
+            timeout=self.pool_timeout,
+            retry=Retry(NoBackoff(), retries=1),
+            **host,
         )

@@ -48,20 +48,11 @@ def send(channel: str, message: dict) -> None:
 
 
 def group_send(group: str, message: dict) -> None:
-    """Send to a group; a failure is logged, never raised (events are
-    best-effort). A connection error is tried once more: the layer's pool
-    may hold a connection that Redis closed (a restart, a client kill), and
-    the next one is fresh. (Should the first send have gone through after
-    all, clients drop the duplicate by its sequence number.)"""
-    for last_try in (False, True):
-        try:
-            _run(get_channel_layer().group_send(group, message))
-            return
-        except Exception as error:
-            if not last_try and _is_connection_error(error):
-                continue
-            logger.warning("Could not publish to group %s", group, exc_info=True)
-            return
+    """Send to a group; a failure is logged, never raised (events are best-effort)."""
+    try:
+        _run(get_channel_layer().group_send(group, message))
+    except Exception:
+        logger.warning("Could not publish to group %s", group, exc_info=True)
 
 
 def depths(queues: list[str]) -> dict[str, int]:
@@ -125,13 +116,6 @@ async def _send(layer, channel: str, message: dict) -> None:
         if type(error).__module__.startswith("redis"):
             raise TransportUnavailable(f"Channel layer error: {error}") from error
         raise
-
-
-def _is_connection_error(error: Exception) -> bool:
-    return isinstance(error, (OSError, ConnectionError)) or (
-        type(error).__module__.startswith("redis")
-        and "Connection" in type(error).__name__
-    )
 
 
 def _run(coroutine: Coroutine) -> Any:
