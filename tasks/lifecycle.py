@@ -73,7 +73,7 @@ def create(backend, task, args, kwargs) -> TaskRecord:
     )
     record.sent_at = now if backend.delivers_now(record, now) else None
     record_sql.insert(record)
-    transaction.on_commit(lambda: _committed(record), robust=True)
+    _after_commit(lambda: _committed(record))
     task_enqueued.send(type(backend), task_result=record.to_task_result(task))
     return record
 

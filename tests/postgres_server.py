@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from project.redis_server import terminate
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -85,12 +87,7 @@ class PostgresServer:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (a smart shutdown), then SIGKILL; remove the folder."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+            terminate(self.process, timeout)
             logger.info("PostgreSQL stopped (pid %s)", self.process.pid)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -39,7 +39,7 @@ def thumbnail_entries(image: Image, absolute=lambda url: url) -> list[dict]:
             "format": t.format,
             "width": t.width,
             "height": t.height,
-            "url": absolute(file_urls.url(t.file.name, image.pk)),
+            "url": absolute(file_urls.of_thumbnail(t)),
         }
         for t in image.thumbnails.order_by("spec", "format")
     ]

@@ -65,6 +65,16 @@ def url(name: str, image_id: int) -> str:
     return f"{settings.MEDIA_URL}{name}?{urlencode(query)}"
 
 
+def of_thumbnail(thumbnail) -> str:
+    """``url`` of a Thumbnail's file."""
+    return url(thumbnail.file.name, thumbnail.image_id)
+
+
+def of_original(image) -> str:
+    """``url`` of an Image's original file."""
+    return url(image.original.name, image.pk)
+
+
 def is_signed(query: QueryDict) -> bool:
     return "signature" in query
 

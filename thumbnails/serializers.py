@@ -102,8 +102,7 @@ class ThumbnailSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, thumbnail: Thumbnail) -> str:
         """Signed: works with no credentials until it expires (thumbnails.file_urls)."""
-        url = file_urls.url(thumbnail.file.name, thumbnail.image_id)
-        return _absolute(self.context.get("request"), url)
+        return _absolute(self.context.get("request"), file_urls.of_thumbnail(thumbnail))
 
 
 class ImageSerializer(serializers.ModelSerializer):
@@ -146,8 +145,7 @@ class ImageSerializer(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.URI)
     def get_original_url(self, image: Image) -> str:
         """Signed, as the thumbnails' URLs are."""
-        url = file_urls.url(image.original.name, image.pk)
-        return _absolute(self.context.get("request"), url)
+        return _absolute(self.context.get("request"), file_urls.of_original(image))
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_webhook_url(self, image: Image) -> str | None:

@@ -160,7 +160,7 @@ def _picture(image: Image, width: int) -> Picture | None:
     return Picture(
         sources=sources,
         jpeg_srcset=_srcset(jpegs),
-        src=_url(fallback),
+        src=file_urls.of_thumbnail(fallback),
         width=fallback.width,
         height=fallback.height,
     )
@@ -171,9 +171,5 @@ def _srcset(thumbnails: list) -> str:
     never upscaled, so several specs can share a width)."""
     by_width: dict[int, str] = {}
     for thumbnail in thumbnails:
-        by_width.setdefault(thumbnail.width, _url(thumbnail))
+        by_width.setdefault(thumbnail.width, file_urls.of_thumbnail(thumbnail))
     return ", ".join(f"{url} {width}w" for width, url in by_width.items())
-
-
-def _url(thumbnail) -> str:
-    return file_urls.url(thumbnail.file.name, thumbnail.image_id)

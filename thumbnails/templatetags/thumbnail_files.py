@@ -10,9 +10,9 @@ register = template.Library()
 
 @register.filter
 def file_url(thumbnail) -> str:
-    return file_urls.url(thumbnail.file.name, thumbnail.image_id)
+    return file_urls.of_thumbnail(thumbnail)
 
 
 @register.filter
 def original_url(image) -> str:
-    return file_urls.url(image.original.name, image.pk)
+    return file_urls.of_original(image)
