@@ -8,10 +8,11 @@
   if (!table) return;
   const body = table.tBodies[0];
   const fetching = new Set();
+  const live = window.thumbnailsLive; // live.js, loaded before this script
 
   document.addEventListener("live:task", function (event) { follow(event.detail); });
   // What live.js applied before this script ran (the snapshot may be in).
-  if (window.thumbnailsLive) window.thumbnailsLive.latest.forEach(follow);
+  live.latest.forEach(follow);
 
   function follow(task) {
     const row = document.getElementById("job-" + task.id);
@@ -41,13 +42,11 @@
     if (fetching.has(id)) return;
     fetching.add(id);
     try {
-      const response = await fetch(table.dataset.rowUrl.replace("ID", encodeURIComponent(id)));
-      if (!response.ok) return;
-      const html = await response.text();
-      const row = new DOMParser().parseFromString(html, "text/html").getElementById("job-" + id);
+      const url = table.dataset.rowUrl.replace("ID", encodeURIComponent(id));
+      const row = await live.fetchElement(url, "job-" + id);
       if (row && !document.getElementById(row.id)) {
-        body.prepend(document.importNode(row, true));
-        const latest = window.thumbnailsLive && window.thumbnailsLive.latest.get(id);
+        body.prepend(row);
+        const latest = live.latest.get(id);
         if (latest) show(document.getElementById(row.id), latest);
         const empty = document.querySelector(".jobs-empty");
         if (empty) empty.hidden = true;

@@ -12,12 +12,9 @@
     if (document.getElementById(id) || fetching.has(id)) return;
     fetching.add(id);
     try {
-      const response = await fetch(image.card_url, { headers: { Accept: "text/html" } });
-      if (!response.ok) return;
-      const html = await response.text();
-      const card = new DOMParser().parseFromString(html, "text/html").getElementById(id);
+      const card = await window.thumbnailsLive.fetchElement(image.card_url, id);
       if (card && !document.getElementById(id)) {
-        gallery.prepend(document.importNode(card, true));
+        gallery.prepend(card);
         const empty = document.querySelector(".cards-empty");
         if (empty) empty.hidden = true;
       }

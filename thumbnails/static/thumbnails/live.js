@@ -103,19 +103,23 @@ window.thumbnailsLive = (function () {
     if (!id || !element.dataset.refreshUrl || inFlight.has(id)) return;
     inFlight.add(id);
     try {
-      const response = await fetch(element.dataset.refreshUrl, {
-        headers: { Accept: "text/html" },
-      });
-      if (response.ok) {
-        const html = await response.text();
-        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById(id);
-        const current = document.getElementById(id);
-        if (fresh && current) current.replaceWith(document.importNode(fresh, true));
-      }
+      const fresh = await fetchElement(element.dataset.refreshUrl, id);
+      const current = document.getElementById(id);
+      if (fresh && current) current.replaceWith(fresh);
     } finally {
       inFlight.delete(id);
     }
     followUp(document.getElementById(id), attempt || 0);
+  }
+
+  // The element ``id`` of the server's HTML at ``url``, ready to insert
+  // (null when the answer is not OK or lacks it).
+  async function fetchElement(url, id) {
+    const response = await fetch(url, { headers: { Accept: "text/html" } });
+    if (!response.ok) return null;
+    const html = await response.text();
+    const found = new DOMParser().parseFromString(html, "text/html").getElementById(id);
+    return found && document.importNode(found, true);
   }
 
   // Apply what arrived during the fetch; if the job has ended but the copy
@@ -146,5 +150,5 @@ window.thumbnailsLive = (function () {
   }
 
   connect();
-  return { refresh: refresh, show: show, latest: latest };
+  return { refresh: refresh, show: show, latest: latest, fetchElement: fetchElement };
 })();
