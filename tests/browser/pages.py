@@ -1,6 +1,7 @@
 """What the browser tests do on every page: sign in, listen to /ws/jobs/."""
 
 import json
+import time
 
 from playwright.sync_api import expect
 
@@ -27,3 +28,19 @@ def job_events(page) -> list[dict]:
 
     page.on("websocket", follow)
     return frames
+
+
+def wait_for_frame(page, frames: list[dict], matches, timeout_ms: int = 10_000) -> dict:
+    """The first frame in ``frames`` that ``matches``, waiting for it to arrive.
+
+    Polls with Playwright's own wait so that its event loop keeps delivering
+    frames while we look.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        for frame in frames:
+            if matches(frame):
+                return frame
+        if time.monotonic() > deadline:
+            raise AssertionError(f"No matching frame in {timeout_ms} ms: {frames}")
+        page.wait_for_timeout(50)

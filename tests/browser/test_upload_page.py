@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
-from tests.browser.pages import PASSWORD, job_events, sign_in
+from tests.browser.pages import PASSWORD, job_events, sign_in, wait_for_frame
 from thumbnails import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,8 +58,12 @@ def test_upload_shows_progress_then_thumbnails(page, web_server, worker, user, p
     expect_thumbnail_shown(card.locator(".card-thumb img"))
     # And the websocket carried the job's progress up to done
     task_id = card.get_attribute("data-task-id")
+    wait_for_frame(
+        page,
+        events,
+        lambda e: e.get("id") == task_id and e.get("status") == "SUCCESSFUL",
+    )
     mine = [event for event in events if event.get("id") == task_id]
-    assert mine[-1]["status"] == "SUCCESSFUL"
     assert any(event["progress"] == 1.0 for event in mine), mine
 
     # When the detail page is opened from the card

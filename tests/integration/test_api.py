@@ -433,6 +433,16 @@ def wait_until_final(client: APIClient, url: str, worker_process) -> dict:
         raise AssertionError(f"{error}\n{worker_process.output()[-4000:]}") from None
 
 
+def wait_until_finished(client: APIClient, url: str) -> dict:
+    """Poll a task until its outcome is recorded."""
+
+    def finished() -> dict | None:
+        body = client.get(url).json()
+        return body if body["finished_at"] else None
+
+    return wait_for(finished, message=f"{url} to finish")
+
+
 def media_path(media_root: Path, url: str) -> Path:
     return media_root / urlsplit(url).path.split("/media/", 1)[1]
 
@@ -457,8 +467,9 @@ def test_upload_becomes_ready_through_the_thumbnailer(worker, as_alice, media_ro
         assert thumbnail["url"].startswith("http://testserver/media/")
         size = media_path(media_root, thumbnail["url"]).stat().st_size
         assert size == thumbnail["byte_size"]
-    # And its task says so
-    task = as_alice.get(accepted["task_url"]).json()
+    # And its task says so, once the worker has recorded the outcome (the image
+    # is ready as soon as the task body saved it, a moment before that)
+    task = wait_until_finished(as_alice, accepted["task_url"])
     assert (task["status"], task["progress"]) == ("SUCCESSFUL", 1.0)
     assert task["return_value"] == {"image": accepted["id"], "thumbnails": 6}
 
