@@ -218,7 +218,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_IMPORTS = ["tasks.celery_tasks"]
+CELERY_IMPORTS = ["tasks.celery_tasks", "tasks.schedules"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Celery's Django fixup closes every database connection before and after each
 # task unless told to reuse them: a new SQLite connection per task was most of
@@ -233,10 +233,18 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
     "priority_steps": list(range(10)),
 }
+# TASKS_SCHEDULE's entries are checked for due ticks this often (seconds);
+# a check not run within one interval expires instead of queueing up.
+TASKS_SCHEDULE_CHECK_SECONDS = env.get_float("TASKS_SCHEDULE_CHECK_SECONDS", 5.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-tasks": {
         "task": "tasks.reconcile",
         "schedule": env.get_float("TASKS_RECONCILE_INTERVAL_SECONDS", 10.0),
+    },
+    "run-schedules": {
+        "task": "tasks.run_schedules",
+        "schedule": TASKS_SCHEDULE_CHECK_SECONDS,
+        "options": {"expires": TASKS_SCHEDULE_CHECK_SECONDS},
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
@@ -264,6 +272,14 @@ TASKS_RESEND_AFTER_SECONDS = env.get_float("TASKS_RESEND_AFTER_SECONDS", 90.0)
 TASKS_DEFAULT_TIMEOUT = env.get_float("TASKS_DEFAULT_TIMEOUT", 30 * 60.0)
 # `reconcile_tasks --loop` sweeps as often as beat schedules it.
 TASKS_RECONCILE_INTERVAL_SECONDS = CELERY_BEAT_SCHEDULE["reconcile-tasks"]["schedule"]
+# Periodic tasks (tasks.schedules): name -> {"task": dotted path of a @task,
+# "cron": "17 3 * * *" or "every": "1h" (or seconds), optional "args",
+# "kwargs", "backend"}. Enqueued at most once per tick across every beat; a
+# new entry waits for its first tick. The variable replaces the whole dict.
+TASKS_SCHEDULE = env.get_json(
+    "TASKS_SCHEDULE",
+    {"prune-tasks": {"task": "tasks.retention.prune_expired", "every": "1h"}},
+)
 
 # --- Health and metrics -----------------------------------------------------
 # /metrics: open in DEBUG; otherwise only with "Authorization: Bearer <token>".

@@ -213,3 +213,35 @@ def _task_for(task_path, queue_name, backend, priority, run_after):
     return task.using(
         queue_name=queue_name, backend=backend, priority=priority, run_after=run_after
     )
+
+
+class ScheduleState(models.Model):
+    """Where one TASKS_SCHEDULE entry stands (tasks.schedules).
+
+    The row, not Celery beat's own schedule file, holds the next tick: every
+    beat process moves ``next_run_at`` with one compare-and-set UPDATE before
+    it enqueues, so a tick fires once however many beats see it due.
+    """
+
+    name = models.CharField(primary_key=True, max_length=200)
+    # The entry as canonical JSON: when settings change it, the schedule
+    # starts over from its next tick.
+    definition = models.TextField()
+    next_run_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_task_id = models.CharField(max_length=64, blank=True)
+    # Why the last tick enqueued nothing (empty after a good one).
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def check(cls, **kwargs):
+        """The model's checks and TASKS_SCHEDULE's: the entries it keeps."""
+        from tasks.schedules import check_schedules
+
+        return [*super().check(**kwargs), *check_schedules()]
