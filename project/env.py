@@ -1,6 +1,9 @@
 """Typed access to environment variables: the only place settings read them."""
 
+import json
 import os
+import re
+from datetime import timedelta
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -65,3 +68,40 @@ def get_choice(name: str, choices: list[str]) -> str:
         accepted = ", ".join(choices)
         raise ImproperlyConfigured(f"{name}={raw!r} is not one of {accepted}.")
     return raw
+
+
+def get_duration(name: str, default: str) -> timedelta:
+    """Parse a duration such as ``TASKS_RESULT_TTL=7d`` (see parse_duration)."""
+    raw = os.environ.get(name) or default
+    try:
+        return parse_duration(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}={raw!r}: {error}") from None
+
+
+def get_json(name: str, default):
+    """Parse a JSON value such as ``TASKS_QUEUE_CONCURRENCY={"thumbnailer": 4}``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not JSON.") from None
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"3d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"1w"`` or plain seconds
+    (``"90"``, ``"0.5"``) as a timedelta; ValueError says what is accepted."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration; use a number with s, m, h, d or w "
+            "(e.g. 30m, 3d), or seconds."
+        )
+    number, unit = float(match["number"]), match["unit"] or "s"
+    return timedelta(seconds=number * _UNIT_SECONDS[unit])
+
+
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -272,6 +272,14 @@ TASKS_RESEND_AFTER_SECONDS = env.get_float("TASKS_RESEND_AFTER_SECONDS", 90.0)
 TASKS_DEFAULT_TIMEOUT = env.get_float("TASKS_DEFAULT_TIMEOUT", 30 * 60.0)
 # `reconcile_tasks --loop` sweeps as often as beat schedules it.
 TASKS_RECONCILE_INTERVAL_SECONDS = CELERY_BEAT_SCHEDULE["reconcile-tasks"]["schedule"]
+# Retention (tasks.retention): finished records are deleted this long after
+# they finished ("7d", "12h", "30m" or seconds), in small batches.
+TASKS_RESULT_TTL = env.get_duration("TASKS_RESULT_TTL", "7d")
+TASKS_FAILED_TTL = env.get_duration("TASKS_FAILED_TTL", "30d")
+# Concurrency limits (tasks.limits) per queue: at most N of the queue's tasks
+# RUNNING at once, across every worker and host; a task's own ``concurrency``
+# option replaces its queue's. {} : no queue is limited.
+TASKS_QUEUE_CONCURRENCY = env.get_json("TASKS_QUEUE_CONCURRENCY", {})
 # Periodic tasks (tasks.schedules): name -> {"task": dotted path of a @task,
 # "cron": "17 3 * * *" or "every": "1h" (or seconds), optional "args",
 # "kwargs", "backend"}. Enqueued at most once per tick across every beat; a

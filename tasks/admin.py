@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from tasks import lifecycle, schedules
+from tasks.exceptions import EqualJobActive
 from tasks.models import ScheduleState, Status, TaskRecord
 
 
@@ -38,7 +39,12 @@ class TaskRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected failed tasks", permissions=["change"])
     def retry_selected(self, request, queryset):
-        count = sum(lifecycle.retry(record) for record in queryset.failed())
+        count = 0
+        for record in queryset.failed():
+            try:
+                count += lifecycle.retry(record)
+            except EqualJobActive as refused:
+                self.message_user(request, str(refused), messages.WARNING)
         message = ngettext(
             "%d task was queued again.", "%d tasks were queued again.", count
         )

@@ -8,6 +8,8 @@ class TasksConfig(AppConfig):
     verbose_name = "Background tasks"
 
     def ready(self) -> None:
+        from tasks import limits, schedules  # noqa: F401 (register their checks)
+
         restore_standard_pickling()
 
 

@@ -14,7 +14,7 @@ from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
 
-from tasks import lifecycle, record_sql, transport
+from tasks import lifecycle, limits, record_sql, transport
 from tasks.base import JobTask
 from tasks.models import TaskRecord
 
@@ -37,11 +37,24 @@ class RecordBackend(BaseTaskBackend):
         timeout = getattr(task, "timeout", None)
         if timeout is not None and not timeout > 0:
             raise InvalidTask("timeout must be a positive number of seconds.")
+        concurrency = getattr(task, "concurrency", None)
+        if concurrency is not None and not limits.is_limit(concurrency):
+            raise InvalidTask("concurrency must be a whole number >= 1.")
+        if getattr(task, "concurrency_key", None) and concurrency is None:
+            raise InvalidTask("concurrency_key needs concurrency (the limit).")
 
     def enqueue(self, task, args, kwargs):
+        """A new READY record, or for a unique task the equal job that is
+        already waiting or running."""
         self.validate_task(task)
         record = lifecycle.create(self, task, args, kwargs)
         return record.to_task_result(task)
+
+    def enqueue_many(self, task, calls) -> list:
+        """One record per (args, kwargs) in ``calls``, written in one statement
+        and woken in one round trip (tasks.enqueue_many)."""
+        self.validate_task(task)
+        return lifecycle.create_many(self, task, calls)
 
     def get_result(self, result_id):
         try:
@@ -54,6 +67,12 @@ class RecordBackend(BaseTaskBackend):
     def deliver(self, record: TaskRecord) -> None:
         """Send the record's wake-up or message; raise if that failed."""
 
+    def deliver_many(self, records: list[TaskRecord]) -> None:
+        """Deliver the due records of one ``enqueue_many``. Here one by one,
+        each marked unsent if it failed (Celery: one publish per task)."""
+        for record in records:
+            lifecycle.deliver(record)
+
     @abstractmethod
     def delivers_now(self, record: TaskRecord, now: datetime) -> bool:
         """Whether a record that becomes READY (enqueued, to be retried) is
@@ -65,16 +84,17 @@ class RecordBackend(BaseTaskBackend):
         the attempt can no longer write its outcome anyway)."""
 
     def check(self, **kwargs):
+        errors = []
         vendor = record_sql.vendor(TaskRecord)
         if vendor not in record_sql.SUPPORTED_VENDORS:
-            return [
+            errors.append(
                 Error(
                     f"TASKS[{self.alias!r}] needs SQLite or PostgreSQL, not {vendor}.",
                     hint="Task claims are UPDATE ... RETURNING statements.",
                     id="tasks.E002",
                 )
-            ]
-        return []
+            )
+        return errors
 
 
 class ChannelsBackend(RecordBackend):
@@ -84,6 +104,16 @@ class ChannelsBackend(RecordBackend):
     def deliver(self, record: TaskRecord) -> None:
         if self.delivers_now(record, timezone.now()):
             transport.send(record.queue_name, transport.doorbell(record.id))
+
+    def deliver_many(self, records: list[TaskRecord]) -> None:
+        """One round trip per queue, as many wake-ups as its channel has room
+        for: a woken slot claims from the database until nothing is due, so
+        the rest need none. Raises if the layer failed."""
+        by_queue: dict[str, list[TaskRecord]] = {}
+        for record in records:
+            by_queue.setdefault(record.queue_name, []).append(record)
+        for queue, waiting in by_queue.items():
+            transport.send_many(queue, [transport.doorbell(r.id) for r in waiting])
 
     def delivers_now(self, record: TaskRecord, now: datetime) -> bool:
         # A deferred record needs no wake-up: idle workers claim it when due.

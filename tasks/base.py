@@ -3,15 +3,27 @@
 Any ``@task`` on our backends accepts these extra options, e.g.::
 
     @task(backend="guaranteed", max_attempts=5, retry_on=(ConnectionError,),
-          timeout=120)
+          timeout=120, concurrency=4, concurrency_key=lambda a, kw: host(a[0]))
     def call_webhook(url: str) -> int: ...
+
+    @task(unique=True)  # one waiting or running job per argument set
+    def rebuild_index(section: str) -> None: ...
 """
 
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.tasks import Task
+
+# Called with the enqueued (args, kwargs), as JSON data.
+KeyFunction = Callable[[list, dict], str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +39,16 @@ class JobTask(Task):
     # Seconds an attempt may run before it is stopped (TimeLimitExceeded);
     # None: settings.TASKS_DEFAULT_TIMEOUT.
     timeout: float | None = None
+    # Unique jobs: while a record with the same key is READY or RUNNING,
+    # enqueue returns it instead of a new one. ``unique=True`` keys on the
+    # arguments (bound to the signature, so f(1) and f(x=1) are one job);
+    # ``unique_key`` computes the key itself.
+    unique: bool = False
+    unique_key: KeyFunction | None = None
+    # Concurrency limit: at most this many attempts RUNNING at once across
+    # every worker (per ``concurrency_key``'s value when given, e.g. per host).
+    concurrency: int | None = None
+    concurrency_key: KeyFunction | None = None
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1``."""
@@ -42,3 +64,42 @@ class JobTask(Task):
         return (
             self.timeout if self.timeout is not None else settings.TASKS_DEFAULT_TIMEOUT
         )
+
+    def uniqueness_key(self, args: list, kwargs: dict) -> str | None:
+        """The record's unique key (a digest), or None for a task that is not unique."""
+        if self.unique_key is not None:
+            key = str(self.unique_key(args, kwargs))
+        elif self.unique:
+            key = json.dumps(self._bound(args, kwargs), sort_keys=True)
+        else:
+            return None
+        return hashlib.sha256(f"{self.module_path}\n{key}".encode()).hexdigest()
+
+    def limit(self, args: list, kwargs: dict) -> tuple[str, int] | None:
+        """(concurrency key, limit) of a record of this task, or None if it
+        is not limited: the task's own ``concurrency``, else its queue's
+        (settings.TASKS_QUEUE_CONCURRENCY)."""
+        if self.concurrency is not None:
+            key = self.module_path
+            if self.concurrency_key is not None:
+                key = f"{key}:{self.concurrency_key(args, kwargs)}"
+            return key[:255], self.concurrency
+        queue_limit = settings.TASKS_QUEUE_CONCURRENCY.get(self.queue_name)
+        if queue_limit is not None:
+            return f"queue:{self.backend}:{self.queue_name}", queue_limit
+        return None
+
+    def _bound(self, args: list, kwargs: dict) -> dict:
+        """The call's arguments by parameter name, defaults filled in."""
+        signature = inspect.signature(self.func)
+        if self.takes_context:
+            args = [None, *args]
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return {"args": args, "kwargs": kwargs}  # the run will say what is wrong
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        if self.takes_context:
+            arguments.pop(next(iter(signature.parameters)))
+        return arguments

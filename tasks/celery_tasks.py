@@ -54,12 +54,17 @@ class RecordTask(Task):
     ignore_result=True,
 )
 def run_record(record_id: str) -> str:
-    """Run one TaskRecord; a duplicate or late delivery is a no-op."""
+    """Run one TaskRecord; a duplicate or late delivery is a no-op, and a
+    record at its concurrency limit waits unsent (tasks.limits)."""
     record = lifecycle.claim(record_id, _worker_id())
     if record is None:
-        return "skipped"
-    with _monitor().watching(record):
-        return str(execution.run_sync(record))
+        return "waiting" if lifecycle.wait_for_slot(record_id) else "skipped"
+    try:
+        with _monitor().watching(record):
+            return str(execution.run_sync(record))
+    finally:
+        if record.concurrency_limit is not None:
+            lifecycle.pass_slot(record)
 
 
 @shared_task(name="tasks.reconcile", ignore_result=True)

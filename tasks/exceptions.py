@@ -30,3 +30,25 @@ class TimeLimitExceeded(JobSystemError):
             f"Task id={record_id} ran longer than its time limit of {seconds:g} s "
             "and was stopped."
         )
+
+
+class UniqueJobRace(JobSystemError):
+    """A unique task's equal job kept finishing while it was enqueued."""
+
+    def __init__(self, task_path: str, tries: int) -> None:
+        super().__init__(
+            f"Could not enqueue {task_path}: its equal unique job finished "
+            f"{tries} times while this enqueue looked for it. Try again."
+        )
+
+
+class EqualJobActive(JobSystemError):
+    """A unique task's failed record cannot run again while its equal job waits
+    or runs (retry it once that one has finished)."""
+
+    def __init__(self, record, equal_id: str | None) -> None:
+        self.record, self.equal_id = record, equal_id
+        super().__init__(
+            f"{record.task_name} ({record.id}) was not retried: an equal job "
+            f"({equal_id or 'just finished'}) is already waiting or running."
+        )

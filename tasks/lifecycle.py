@@ -35,18 +35,18 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from traceback import format_exception
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.tasks import task_backends
+from django.tasks import TaskResult, task_backends
 from django.tasks.exceptions import InvalidTaskBackend
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
 
-from tasks import events, metrics, record_sql
+from tasks import events, limits, metrics, record_sql
 from tasks.context import current_owner
-from tasks.exceptions import TaskCancelled, WorkerLost
-from tasks.models import Status, TaskRecord
+from tasks.exceptions import EqualJobActive, TaskCancelled, UniqueJobRace, WorkerLost
+from tasks.models import Status, TaskRecord, new_task_id
 from tasks.signals import task_retrying
 
 logger = logging.getLogger(__name__)
@@ -55,33 +55,49 @@ logger = logging.getLogger(__name__)
 def create(backend, task, args, kwargs) -> TaskRecord:
     """Write a READY record for ``task(*args, **kwargs)``; deliver it when the
     transaction commits (if the backend delivers it now rather than when due).
-    Raises TypeError (nothing stored) for arguments that are not JSON data."""
-    now = timezone.now()
-    available_at = task.run_after or now
-    record = TaskRecord(
-        task_path=task.module_path,
-        backend=backend.alias,
-        queue_name=task.queue_name,
-        priority=task.priority,
-        args=as_json(list(args), "arguments"),
-        kwargs=as_json(dict(kwargs), "arguments"),
-        max_attempts=getattr(task, "max_attempts", 1),
-        enqueued_at=now,
-        run_after=task.run_after,
-        available_at=available_at,
-        owner=current_owner(),
-    )
-    record.sent_at = now if backend.delivers_now(record, now) else None
-    record_sql.insert(record)
-    _after_commit(lambda: _committed(record))
+    For a unique task whose equal job is READY or RUNNING, that record
+    instead (nothing written, nothing sent). Raises TypeError (nothing
+    stored) for arguments that are not JSON data."""
+    record = _new_record(backend, task, args, kwargs, timezone.now())
+    if record.unique_key is None:
+        record_sql.insert(record)
+    else:
+        existing = _insert_unique(record)
+        if existing is not None:
+            return existing
+    _after_commit(lambda: _committed([record]))
     task_enqueued.send(type(backend), task_result=record.to_task_result(task))
     return record
+
+
+def create_many(backend, task, calls: Iterable[tuple[list, dict]]) -> list[TaskResult]:
+    """``create`` for many calls of one task: the records are written in one
+    statement and their wake-ups sent in one round trip when the transaction
+    commits. Returns one result per call, in order (for a unique task, the
+    active equal job's where there is one: equal calls in ``calls`` share one)."""
+    records = _new_records(backend, task, calls, timezone.now())
+    unique = any(record.unique_key is not None for record in records)
+    written = record_sql.insert_many(records, if_absent=unique)
+    new = [record for record in records if record.pk in written]
+    if len(new) < len(records):
+        records = _with_active_equals(records, written)
+    _after_commit(lambda: _committed(new))
+    results = {}
+    for record in records:
+        if record.pk not in results:
+            results[record.pk] = record.to_task_result(task)
+    sender = type(backend)
+    for record in new:
+        task_enqueued.send(sender, task_result=results[record.pk])
+    return [results[record.pk] for record in records]
 
 
 def claim(record_id: str, worker_id: str) -> TaskRecord | None:
     """READY -> RUNNING for one record; None when it is not there to take
     (someone else has it, or it is finished, cancelled or not yet due)."""
-    record = record_sql.claim(TaskRecord, record_id, worker_id, timezone.now())
+    record = limits.claiming(
+        lambda: record_sql.claim(TaskRecord, record_id, worker_id, timezone.now())
+    )
     if record is not None:
         _started(record)
     return record
@@ -90,7 +106,9 @@ def claim(record_id: str, worker_id: str) -> TaskRecord | None:
 def claim_next(targets: record_sql.Targets, worker_id: str) -> TaskRecord | None:
     """READY -> RUNNING for the most urgent due record of ``targets``
     ((backend alias, queue) pairs): highest priority, then longest waiting."""
-    record = record_sql.claim_next(TaskRecord, targets, worker_id, timezone.now())
+    record = limits.claiming(
+        lambda: record_sql.claim_next(TaskRecord, targets, worker_id, timezone.now())
+    )
     if record is not None:
         _started(record)
     return record
@@ -224,20 +242,29 @@ def cancel(record: TaskRecord) -> bool:
 
 
 def retry(record: TaskRecord) -> bool:
-    """FAILED -> READY with a fresh budget of attempts, delivered at once."""
+    """FAILED -> READY with a fresh budget of attempts, delivered at once.
+    Raises EqualJobActive for a unique task whose equal job is active."""
     now = timezone.now()
-    updated = (
-        TaskRecord.objects.failed()
-        .filter(pk=record.pk)
-        .update(
-            status=Status.READY,
-            max_attempts=F("attempts") + max(record.max_attempts, 1),
-            available_at=now,
-            sent_at=now,
-            finished_at=None,
-            sequence=F("sequence") + 1,
-        )
-    )
+    try:
+        with transaction.atomic():
+            updated = (
+                TaskRecord.objects.failed()
+                .filter(pk=record.pk)
+                .update(
+                    status=Status.READY,
+                    max_attempts=F("attempts") + max(record.max_attempts, 1),
+                    available_at=now,
+                    sent_at=now,
+                    finished_at=None,
+                    sequence=F("sequence") + 1,
+                )
+            )
+    except IntegrityError:
+        if record.unique_key is None:
+            raise
+        equal = TaskRecord.objects.active().filter(unique_key=record.unique_key)
+        equal_id = equal.values_list("pk", flat=True).first()
+        raise EqualJobActive(record, equal_id) from None
     if not updated:
         return False
     record.refresh_from_db()
@@ -271,6 +298,34 @@ def redeliver(record: TaskRecord, now: datetime) -> bool:
         return False
     record.sent_at = now
     return deliver(record)
+
+
+def wait_for_slot(record_id: str) -> bool:
+    """A Celery record that its concurrency limit kept from being claimed
+    waits unsent: passed a slot when one frees (``pass_slot``), else re-sent
+    by the reconciler once its key has room. False if it was not that case."""
+    waiting = TaskRecord.objects.ready().filter(
+        pk=record_id, concurrency_limit__isnull=False
+    )
+    return bool(waiting.update(sent_at=None))
+
+
+def pass_slot(record: TaskRecord) -> bool:
+    """A limited Celery attempt ended: deliver the most urgent record waiting
+    for a slot of its key, if any."""
+    now = timezone.now()
+    waiting = (
+        TaskRecord.objects.due(now)
+        .filter(
+            concurrency_key=record.concurrency_key,
+            concurrency_limit__isnull=False,
+            sent_at__isnull=True,
+        )
+        .exclude(backend__in=_channels_aliases())
+        .order_by("-priority", "available_at")
+        .first()
+    )
+    return waiting is not None and redeliver(waiting, now)
 
 
 def as_json(value, what: str):
@@ -355,10 +410,136 @@ def _retry_at(record: TaskRecord, error: BaseException) -> datetime | None:
     return timezone.now() + timedelta(seconds=task.retry_delay(record.attempts))
 
 
-def _committed(record: TaskRecord) -> None:
-    metrics.on_enqueued(record)
-    if record.sent_at is not None:
-        deliver(record)
+def _new_records(backend, task, calls, now: datetime) -> list[TaskRecord]:
+    """``_new_record`` for each call: the fields every record shares are
+    computed once, and records are built positionally (Django's fast path)."""
+    template = None
+    records = []
+    for args, kwargs in calls:
+        record = _new_record(backend, task, args, kwargs, now, like=template)
+        template = template or record
+        records.append(record)
+    return records
+
+
+def _new_record(
+    backend, task, args, kwargs, now: datetime, like: TaskRecord | None = None
+) -> TaskRecord:
+    args, kwargs = as_json(list(args), "arguments"), as_json(dict(kwargs), "arguments")
+    limit = task.limit(args, kwargs) if hasattr(task, "limit") else None
+    if like is not None:
+        return _like(
+            like,
+            id=new_task_id(),
+            args=args,
+            kwargs=kwargs,
+            unique_key=task.uniqueness_key(args, kwargs) if like.unique_key else None,
+            concurrency_key=limit[0] if limit else "",
+            concurrency_limit=limit[1] if limit else None,
+        )
+    record = TaskRecord(
+        task_path=task.module_path,
+        backend=backend.alias,
+        queue_name=task.queue_name,
+        priority=task.priority,
+        args=args,
+        kwargs=kwargs,
+        max_attempts=getattr(task, "max_attempts", 1),
+        enqueued_at=now,
+        run_after=task.run_after,
+        available_at=task.run_after or now,
+        owner=current_owner(),
+        unique_key=(
+            task.uniqueness_key(args, kwargs)
+            if hasattr(task, "uniqueness_key")
+            else None
+        ),
+        concurrency_key=limit[0] if limit else "",
+        concurrency_limit=limit[1] if limit else None,
+    )
+    record.sent_at = now if backend.delivers_now(record, now) else None
+    return record
+
+
+def _like(template: TaskRecord, **changes) -> TaskRecord:
+    """A new record with ``template``'s field values but ``changes``."""
+    values = [
+        changes[field.attname]
+        if field.attname in changes
+        else getattr(template, field.attname)
+        for field in TaskRecord._meta.concrete_fields
+    ]
+    return TaskRecord(*values)
+
+
+# An equal job can finish between our refused insert and our look for it;
+# then the insert is tried again (a few times at most: each time it finished).
+_UNIQUE_TRIES = 5
+
+
+def _insert_unique(record: TaskRecord) -> TaskRecord | None:
+    """Insert a unique task's record; or return the active equal one."""
+    for _ in range(_UNIQUE_TRIES):
+        if record_sql.insert(record, if_absent=True):
+            return None
+        existing = TaskRecord.objects.active().filter(unique_key=record.unique_key)
+        if (found := existing.first()) is not None:
+            logger.debug("%s: equal job id=%s is active", record.task_path, found.pk)
+            return found
+    raise UniqueJobRace(record.task_path, _UNIQUE_TRIES)
+
+
+def _with_active_equals(
+    records: list[TaskRecord], written: set[str]
+) -> list[TaskRecord]:
+    """Each refused record replaced by the active job with its unique key."""
+    keys = sorted({r.unique_key for r in records if r.pk not in written})
+    active = {}
+    for start in range(0, len(keys), _LOOKUP_BATCH):
+        chunk = keys[start : start + _LOOKUP_BATCH]
+        for found in TaskRecord.objects.active().filter(unique_key__in=chunk):
+            active[found.unique_key] = found
+    result = []
+    for record in records:
+        if record.pk in written:
+            result.append(record)
+        elif record.unique_key in active:
+            result.append(active[record.unique_key])
+        else:  # finished since: a job of its own after all
+            result.append(_insert_unique(record) or _created_alone(record))
+    return result
+
+
+_LOOKUP_BATCH = 500
+
+
+def _created_alone(record: TaskRecord) -> TaskRecord:
+    _after_commit(lambda: _committed([record]))
+    task_enqueued.send(_backend_class(record), task_result=record.to_task_result())
+    return record
+
+
+def _committed(records: list[TaskRecord]) -> None:
+    metrics.on_enqueued(records)
+    by_backend: dict[str, list[TaskRecord]] = {}
+    for record in records:
+        if record.sent_at is not None:
+            by_backend.setdefault(record.backend, []).append(record)
+    for alias, due in by_backend.items():
+        if len(due) == 1:
+            deliver(due[0])
+        else:
+            _deliver_many(alias, due)
+
+
+def _deliver_many(alias: str, records: list[TaskRecord]) -> None:
+    """``deliver`` for many records of one backend (one round trip where the
+    backend allows); those not delivered are marked unsent."""
+    try:
+        task_backends[alias].deliver_many(records)
+    except Exception as error:
+        _undelivered.log(records[0], error)
+        TaskRecord.objects.filter(pk__in=[r.pk for r in records]).update(sent_at=None)
 
 
 def _started(record: TaskRecord) -> None:
@@ -416,6 +597,12 @@ def _signal(signal, record: TaskRecord, handling=None, **extra) -> None:
     except BaseException:
         handling.__traceback__ = traceback
         signal.send(sender, task_result=result, **extra)
+
+
+def _channels_aliases() -> list[str]:
+    from tasks.backends import channels_aliases
+
+    return channels_aliases()
 
 
 def _backend(record: TaskRecord):

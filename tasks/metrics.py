@@ -57,8 +57,13 @@ wait = Histogram(
 )
 
 
-def on_enqueued(record: TaskRecord) -> None:
-    enqueued.labels(*_labels(record)).inc()
+def on_enqueued(records: list[TaskRecord]) -> None:
+    counts: dict[tuple[str, str, str], int] = {}
+    for record in records:
+        labels = _labels(record)
+        counts[labels] = counts.get(labels, 0) + 1
+    for labels, count in counts.items():
+        enqueued.labels(*labels).inc(count)
 
 
 def on_started(record: TaskRecord) -> None:

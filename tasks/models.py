@@ -21,6 +21,7 @@ from django.utils.module_loading import import_string
 
 Status = TaskResultStatus
 FINISHED = (Status.SUCCESSFUL, Status.FAILED)
+ACTIVE = (Status.READY, Status.RUNNING)
 
 
 def new_task_id() -> str:
@@ -35,6 +36,10 @@ class TaskRecordQuerySet(models.QuerySet):
 
     def running(self) -> TaskRecordQuerySet:
         return self.filter(status=Status.RUNNING)
+
+    def active(self) -> TaskRecordQuerySet:
+        """READY or RUNNING: not finished."""
+        return self.filter(status__in=ACTIVE)
 
     def failed(self) -> TaskRecordQuerySet:
         return self.filter(status=Status.FAILED)
@@ -62,7 +67,7 @@ class TaskRecordQuerySet(models.QuerySet):
     def unfinished_or_since(self, since: datetime) -> TaskRecordQuerySet:
         """Records still waiting or running, and those finished at ``since``
         or later: what a live page must show (realtime's snapshot)."""
-        unfinished = Q(status__in=[Status.READY, Status.RUNNING])
+        unfinished = Q(status__in=ACTIVE)
         return self.filter(unfinished | Q(finished_at__gte=since))
 
     def backlog(self, now: datetime):
@@ -113,6 +118,16 @@ class TaskRecord(models.Model):
     # Bumped by every status or progress write: live clients keep the
     # highest they have seen per task and drop older events (realtime).
     sequence = models.PositiveBigIntegerField(default=0, editable=False)
+    # Unique jobs (JobTask.unique): while the record is READY or RUNNING no
+    # other record has the same key. Null (not ""): the task is not unique,
+    # and such rows stay out of the constraint's partial index.
+    unique_key = models.CharField(  # noqa: DJ001 (see above)
+        max_length=64, null=True, blank=True, editable=False
+    )
+    # Concurrency limits (tasks.limits): at most ``concurrency_limit`` records
+    # with this key RUNNING at once. Null: no limit.
+    concurrency_key = models.CharField(max_length=255, blank=True, editable=False)
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -143,6 +158,24 @@ class TaskRecord(models.Model):
             models.Index(fields=["status", "enqueued_at"], name="task_status_enqueued"),
             # A user's own jobs, newest first (pages, API, events).
             models.Index(fields=["owner", "-enqueued_at"], name="task_owner_recent"),
+            # The claim's count of a limited task's running attempts. Only
+            # limited RUNNING rows: other tasks never touch it.
+            models.Index(
+                fields=["concurrency_key"],
+                condition=Q(status=Status.RUNNING, concurrency_limit__isnull=False),
+                name="task_running_limited",
+            ),
+        ]
+        constraints = [
+            # Unique jobs: one waiting or running record per key, enforced by
+            # the database (enqueue inserts with ON CONFLICT DO NOTHING).
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(
+                    status__in=[Status.READY, Status.RUNNING], unique_key__isnull=False
+                ),
+                name="task_unique_active",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -238,10 +271,3 @@ class ScheduleState(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @classmethod
-    def check(cls, **kwargs):
-        """The model's checks and TASKS_SCHEDULE's: the entries it keeps."""
-        from tasks.schedules import check_schedules
-
-        return [*super().check(**kwargs), *check_schedules()]

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from tasks import lifecycle
+from tasks.exceptions import EqualJobActive
 from tasks.models import TaskRecord
 
 JOBS_SHOWN = 50
@@ -45,7 +46,12 @@ def cancel(request: HttpRequest, pk: str) -> HttpResponse:
 @require_POST
 def retry(request: HttpRequest, pk: str) -> HttpResponse:
     record = _own(request, pk)
-    if lifecycle.retry(record):
+    try:
+        retried = lifecycle.retry(record)
+    except EqualJobActive as refused:
+        messages.error(request, str(refused))
+        return redirect("tasks:jobs")
+    if retried:
         messages.success(request, f"{record.task_name} ({record.id}) will run again.")
     else:
         messages.error(request, f"Only a failed job can be retried ({record.status}).")

@@ -1,13 +1,15 @@
 """The reconciler: what workers cannot do for themselves.
 
 Workers claim READY records from the database, so no Channels record waits on
-a lost wake-up. Two things still need a sweep from outside:
+a lost wake-up. Three things still need a sweep from outside:
 
 - a RUNNING record whose worker stopped heart-beating (killed with its
   supervisor, a machine lost, a hung process) is handed back: READY again
   until the task's attempt limit, then FAILED with WorkerLost. (A worker
   process that dies under a supervisor is handed back by the supervisor at
   once; this catches the rest.)
+- finished records past their retention are deleted, a few batches per
+  sweep (tasks.retention).
 - a Celery record is only run when Celery delivers its message: one never
   sent (broker down at enqueue, deferred until now) or sent long ago and
   still READY (message lost) is published again.
@@ -28,7 +30,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tasks import lifecycle
+from tasks import lifecycle, limits, retention
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 LOCK_KEY = "tasks:reconciler:lock"
 BATCH = 500
+# Seconds of each sweep spent deleting expired records (tasks.retention), in
+# batches: a backlog of them is worked off over a few sweeps.
+PRUNE_BUDGET = 1.0
 
 
 @dataclass
@@ -43,6 +48,7 @@ class SweepReport:
     resent: int = 0
     requeued: int = 0
     failed: int = 0
+    pruned: int = 0
     skipped: bool = False  # another process holds the lock
 
     def as_dict(self) -> dict:
@@ -65,10 +71,11 @@ class Reconciler:
             report = SweepReport()
             self._recover_stale(report)
             self._redeliver(report)
+            report.pruned = retention.prune(budget=PRUNE_BUDGET)
             _checkpoint_sqlite()
         finally:
             self._release()
-        if report.resent or report.requeued or report.failed:
+        if report.resent or report.requeued or report.failed or report.pruned:
             logger.info("Reconciler: %s", report.as_dict())
         return report
 
@@ -103,7 +110,15 @@ class Reconciler:
             .exclude(backend__in=channels_aliases())
             .order_by("enqueued_at")
         )
-        for record in pending[:BATCH]:
+        pending = list(pending[:BATCH])
+        # Records waiting for a concurrency slot: only as many as have room.
+        free = limits.room(pending)
+        for record in pending:
+            key = record.concurrency_key
+            if record.concurrency_limit is not None:
+                if free[key] <= 0:
+                    continue
+                free[key] -= 1
             try:
                 report.resent += lifecycle.redeliver(record, now)
             except Exception:

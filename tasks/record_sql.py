@@ -22,6 +22,7 @@ queries stay on the ORM.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,20 +39,50 @@ READY, RUNNING = TaskResultStatus.READY.value, TaskResultStatus.RUNNING.value
 Targets = tuple[tuple[str, str], ...]
 
 
-def insert(record: TaskRecord) -> None:
-    """INSERT a new record (every concrete field), as ``save()`` would."""
+def insert(record: TaskRecord, *, if_absent: bool = False) -> bool:
+    """INSERT a new record (every concrete field), as ``save()`` would. With
+    ``if_absent``, a record that a unique constraint refuses (an equal unique
+    job is active) is not written: returns False."""
     model = type(record)
     alias = router.db_for_write(model, instance=record)
     connection = connections[alias]
-    fields = model._meta.concrete_fields
-    params = [
-        field.get_db_prep_save(getattr(record, field.attname), connection)
-        for field in fields
-    ]
+    params = _prepared(record, model._meta.concrete_fields, connection)
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(model, connection.vendor, alias), params)
-    record._state.adding = False
-    record._state.db = alias
+        cursor.execute(_insert_sql(model, connection.vendor, alias, if_absent), params)
+        written = cursor.rowcount != 0
+    if written:
+        record._state.adding = False
+        record._state.db = alias
+    return written
+
+
+def insert_many(records: Sequence[TaskRecord], *, if_absent: bool = False) -> set[str]:
+    """INSERT ``records`` in one statement, whatever their number (the rows
+    travel as one JSON document on SQLite, as one array per column on
+    PostgreSQL, so no limit on bound parameters splits it). Returns the ids
+    written (with ``if_absent``, those no unique constraint refused)."""
+    if not records:
+        return set()
+    model = type(records[0])
+    alias = router.db_for_write(model, instance=records[0])
+    connection = connections[alias]
+    columns = [
+        _prepared_column(records, field, connection)
+        for field in model._meta.concrete_fields
+    ]
+    if connection.vendor == "postgresql":
+        params = columns
+    else:
+        params = [json.dumps(list(zip(*columns, strict=True)))]
+    sql = _insert_many_sql(model, connection.vendor, alias, if_absent)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        written = {row[0] for row in cursor.fetchall()}
+    for record in records:
+        if record.pk in written:
+            record._state.adding = False
+            record._state.db = alias
+    return written
 
 
 def claim(
@@ -106,6 +137,24 @@ def vendor(model: type[TaskRecord]) -> str:
     return connections[router.db_for_write(model)].vendor
 
 
+def _prepared(record: TaskRecord, fields, connection) -> list:
+    return [
+        field.get_db_prep_save(getattr(record, field.attname), connection)
+        for field in fields
+    ]
+
+
+def _prepared_column(records: Sequence[TaskRecord], field, connection) -> list:
+    """One field's values of ``records``, prepared for the database; once
+    for all when they share the very same object (most fields of one
+    enqueue_many do: identity, not equality, so 1 and 1.0 stay apart)."""
+    values = [getattr(record, field.attname) for record in records]
+    first = values[0]
+    if all(value is first for value in values):
+        return [field.get_db_prep_save(first, connection)] * len(values)
+    return [field.get_db_prep_save(value, connection) for value in values]
+
+
 def _claim_row(model, alias: str, sql: str, params: list) -> TaskRecord | None:
     connection = connections[alias]
     with connection.cursor() as cursor:
@@ -129,13 +178,41 @@ def _claim_row(model, alias: str, sql: str, params: list) -> TaskRecord | None:
 
 
 @functools.cache
-def _insert_sql(model, vendor: str, alias: str) -> str:
-    quote = connections[alias].ops.quote_name
+def _insert_sql(model, vendor: str, alias: str, if_absent: bool) -> str:
+    table, columns = _names(model, alias)
+    marks = ", ".join(["%s"] * len(model._meta.concrete_fields))
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks})" + _absent(if_absent)
+
+
+@functools.cache
+def _insert_many_sql(model, vendor: str, alias: str, if_absent: bool) -> str:
+    table, columns = _names(model, alias)
     fields = model._meta.concrete_fields
-    columns = ", ".join(quote(field.column) for field in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    table = quote(model._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+    connection = connections[alias]
+    if vendor == "postgresql":
+        # One array per column, typed as the column (without its length, as
+        # Django's own bulk_create does: varchar[] rather than varchar(32)[]).
+        arrays = ", ".join(
+            f"%s::{field.db_type(connection).split('(')[0]}[]" for field in fields
+        )
+        rows = f"SELECT * FROM UNNEST({arrays})"
+    else:
+        # Each row an array in one JSON document. (WHERE true: SQLite's
+        # grammar needs it between a SELECT and ON CONFLICT.)
+        values = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(fields)))
+        rows = f"SELECT {values} FROM json_each(%s) WHERE true"
+    pk = connection.ops.quote_name(model._meta.pk.column)
+    return (
+        f"INSERT INTO {table} ({columns}) {rows}"
+        + _absent(if_absent)
+        + f" RETURNING {pk}"
+    )
+
+
+def _absent(if_absent: bool) -> str:
+    # No conflict target: the only constraint a new record can meet is the
+    # unique-job one (ids are 128 random bits).
+    return " ON CONFLICT DO NOTHING" if if_absent else ""
 
 
 _TAKE = f"""
@@ -152,7 +229,20 @@ def _claim_sql(model, vendor: str, alias: str) -> str:
     return (
         _TAKE.format(table=table)
         + f"WHERE id = %s AND status = '{READY}' AND available_at <= %s "
-        + f"RETURNING {columns}"
+        + f"AND {_within_limit(table, table)} RETURNING {columns}"
+    )
+
+
+def _within_limit(table: str, row: str) -> str:
+    """The candidate ``row`` (a name for the table) is not limited, or fewer
+    than its limit of its concurrency key are RUNNING. (The count reads the
+    partial index on limited RUNNING rows: its WHERE repeats the index's.)
+    On PostgreSQL two claims can both see room: tasks.limits checks again."""
+    return (
+        f"({row}.concurrency_limit IS NULL OR {row}.concurrency_limit > "
+        f"(SELECT COUNT(*) FROM {table} AS busy WHERE busy.status = '{RUNNING}' "
+        "AND busy.concurrency_limit IS NOT NULL "
+        f"AND busy.concurrency_key = {row}.concurrency_key))"
     )
 
 
@@ -183,9 +273,10 @@ def _best_of_queue(table: str, vendor: str, select: str) -> str:
     # SKIP LOCKED: a row another claimer is taking is passed over, not waited for.
     lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
     return (
-        f"SELECT {select} FROM {table} "
+        f"SELECT {select} FROM {table} AS waiting "
         f"WHERE status = '{READY}' AND backend = %s AND queue_name = %s "
-        f"AND available_at <= %s {_MOST_URGENT}{lock}"
+        f"AND available_at <= %s AND {_within_limit(table, 'waiting')} "
+        f"{_MOST_URGENT}{lock}"
     )
 
 

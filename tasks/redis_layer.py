@@ -71,21 +71,27 @@ def host_of(layer: RedisChannelLayer, channel: str) -> int:
 
 def send(layer: RedisChannelLayer, channel: str, message: dict) -> None:
     """Send as RedisChannelLayer.send would; TransportUnavailable on failure."""
+    if not send_many(layer, channel, [message]):
+        raise TransportUnavailable(f"Channel {channel!r} is full.")
+
+
+def send_many(layer: RedisChannelLayer, channel: str, messages: list[dict]) -> int:
+    """Send ``messages`` in one round trip, as many as the channel has room
+    for; returns how many were added (TransportUnavailable if Redis failed)."""
     now = time.time()
+    capacity = layer.get_capacity(channel)
     args = (
         layer.prefix + channel,
         int(now) - int(layer.expiry),
-        layer.get_capacity(channel),
+        capacity,
         now,
-        layer.serialize(message),
         int(layer.expiry),
+        *(layer.serialize(message) for message in messages[:capacity]),
     )
     try:
-        added = _Script.call(layer, host_of(layer, channel), args)
+        return _Script.call(layer, host_of(layer, channel), args)
     except redis.RedisError as error:
         raise TransportUnavailable(f"Channel layer error: {error}") from error
-    if not added:
-        raise TransportUnavailable(f"Channel {channel!r} is full.")
 
 
 def depths(layer: RedisChannelLayer, queues: Iterable[str]) -> dict[str, int]:
@@ -137,7 +143,8 @@ class Popper:
 
 
 class _Script:
-    """RedisChannelLayer.send's four round trips as one script.
+    """RedisChannelLayer.send's four round trips as one script, for one
+    message or a batch (added while the channel has room).
 
     Each thread keeps one connection of its own and talks to it directly:
     a redis-py pool checkout and its command layer cost more than the round
@@ -146,12 +153,15 @@ class _Script:
 
     SOURCE = """
     redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-    if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
-        return 0
+    local room = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+    local added = 0
+    for i = 5, #ARGV do
+        if added >= room then break end
+        redis.call('ZADD', KEYS[1], ARGV[3], ARGV[i])
+        added = added + 1
     end
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-    redis.call('EXPIRE', KEYS[1], ARGV[5])
-    return 1
+    if added > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+    return added
     """
     SHA = hashlib.sha1(SOURCE.encode()).hexdigest()  # noqa: S324 (Redis' script id)
     _local = threading.local()

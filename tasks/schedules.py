@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from celery import shared_task
 from celery.schedules import ParseException, crontab
 from django.conf import settings
-from django.core.checks import Error
+from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.tasks import Task, TaskResult
@@ -94,6 +94,7 @@ def configured() -> list[Schedule]:
     return _parse_all()[0]
 
 
+@register()
 def check_schedules(**kwargs) -> list[Error]:
     """System check: every entry parses, names a task and a known backend."""
     schedules, errors = _parse_all()

@@ -47,6 +47,16 @@ def send(channel: str, message: dict) -> None:
         _run(_send(layer, channel, message))
 
 
+def send_many(channel: str, messages: list[dict]) -> int:
+    """Send ``messages`` to ``channel`` in one round trip where the layer
+    allows, as many as it has room for; returns how many were sent (raise
+    TransportUnavailable when the layer failed)."""
+    layer = get_channel_layer()
+    if redis_layer.usable(layer, [channel]):
+        return redis_layer.send_many(layer, channel, messages)
+    return _run(_send_while_room(layer, channel, messages))
+
+
 def group_send(group: str, message: dict) -> None:
     """Send to a group; a failure is logged, never raised (events are best-effort)."""
     try:
@@ -116,6 +126,19 @@ async def _send(layer, channel: str, message: dict) -> None:
         if type(error).__module__.startswith("redis"):
             raise TransportUnavailable(f"Channel layer error: {error}") from error
         raise
+
+
+async def _send_while_room(layer, channel: str, messages: list[dict]) -> int:
+    sent = 0
+    for message in messages:
+        try:
+            await _send(layer, channel, message)
+        except TransportUnavailable:
+            if sent:
+                break  # the channel is full: the rest are claimed all the same
+            raise
+        sent += 1
+    return sent
 
 
 def _run(coroutine: Coroutine) -> Any:

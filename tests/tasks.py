@@ -164,6 +164,39 @@ def flaky(path: str, fail_times: int) -> int:
     return attempt
 
 
+@task(queue_name="default", unique=True)
+def unique_add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+@task(queue_name="default", unique_key=lambda args, kwargs: str(args[0]))
+def unique_per_name(name: str, detail: str) -> str:
+    return f"{name} {detail}"
+
+
+@task(queue_name="default", concurrency=2)
+def limited_nap(path: str, seconds: float) -> float:
+    """Two at most at once. Sleeps, so that runs overlap where allowed, and
+    marks ``path`` with when it ran (start and end, inside the attempt)."""
+    started = time.time()
+    time.sleep(seconds)
+    _mark(path, f"{started} {time.time()}")
+    return seconds
+
+
+@task(
+    queue_name="default",
+    concurrency=1,
+    concurrency_key=lambda args, kwargs: args[1],
+)
+def one_per_key(path: str, key: str, seconds: float) -> str:
+    """limited_nap(), one at a time per ``key``."""
+    started = time.time()
+    time.sleep(seconds)
+    _mark(path, f"{started} {time.time()} {key}")
+    return key
+
+
 # The same functions on the Celery backend (same task class, same options).
 g_add = add.using(backend="guaranteed")
 g_record_run = record_run.using(backend="guaranteed")
@@ -172,6 +205,8 @@ g_slow_record_run = slow_record_run.using(backend="guaranteed")
 g_leave = leave.using(backend="guaranteed")
 g_flaky = flaky.using(backend="guaranteed")
 g_overrun = overrun.using(backend="guaranteed")
+g_unique_add = unique_add.using(backend="guaranteed")
+g_limited_nap = limited_nap.using(backend="guaranteed")
 
 
 # Database connections this process opened, for tests of connection reuse.

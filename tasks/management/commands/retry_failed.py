@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand
 
 from tasks import lifecycle
+from tasks.exceptions import EqualJobActive
 from tasks.models import TaskRecord
 
 
@@ -16,5 +17,10 @@ class Command(BaseCommand):
         records = TaskRecord.objects.failed()
         if task:
             records = records.filter(task_path=task)
-        count = sum(lifecycle.retry(record) for record in records)
+        count = 0
+        for record in records:
+            try:
+                count += lifecycle.retry(record)
+            except EqualJobActive as refused:
+                self.stderr.write(str(refused))
         self.stdout.write(f"Queued {count} failed task(s) again.")
