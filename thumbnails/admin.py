@@ -93,10 +93,8 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Generate thumbnails", permissions=["change"])
     def generate_thumbnails(self, request, queryset):
-        count = 0
-        for image in queryset.select_related("owner"):
-            services.enqueue_thumbnails(image)
-            count += 1
+        # One job per image and spec set (a double click joins the first).
+        count = services.enqueue_thumbnails_of(queryset.select_related("owner"))
         self.message_user(
             request,
             ngettext(

@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -64,7 +65,11 @@ class Image(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         indexes = [
-            models.Index(fields=["owner", "-created_at"], name="image_owner_recent")
+            models.Index(fields=["owner", "-created_at"], name="image_owner_recent"),
+            # Pruned task records clear their images' pointers (tasks.retention).
+            models.Index(
+                fields=["task_id"], condition=~Q(task_id=""), name="image_task"
+            ),
         ]
 
     def __str__(self) -> str:

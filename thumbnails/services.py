@@ -16,6 +16,7 @@ from django.db import transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 
+import tasks
 from tasks.context import enqueued_by
 from tasks.models import error_reason
 from thumbnails import conf, events, pipeline
@@ -62,16 +63,37 @@ def accept_upload(upload: UploadedFile, owner, *, webhook_url: str = "") -> Imag
 
 
 def enqueue_thumbnails(image: Image, specs: list[str] | None = None) -> str:
-    """Queue make_thumbnails for ``image`` (on commit); returns the task id."""
+    """Queue make_thumbnails for ``image`` (on commit), or join its equal job
+    that is waiting or running (make_thumbnails is unique per image and
+    specs); returns the task id."""
     from thumbnails.tasks import make_thumbnails
 
     with enqueued_by(image.owner):
         result = make_thumbnails.enqueue(image.pk, specs)
-    Image.objects.filter(pk=image.pk).update(
-        task_id=result.id, status=Image.Status.PENDING, error=""
-    )
-    image.task_id, image.status, image.error = result.id, Image.Status.PENDING, ""
+    Image.objects.filter(pk=image.pk).update(**_follow(image, result))
     return result.id
+
+
+def enqueue_thumbnails_of(images, specs: list[str] | None = None) -> int:
+    """``enqueue_thumbnails`` for many images: one enqueue_many per owner
+    (each job is its owner's), one UPDATE per batch of images. An image
+    whose equal job is waiting or running keeps that job. Returns how many."""
+    from thumbnails.tasks import make_thumbnails
+
+    by_owner: dict = {}
+    for image in images:
+        by_owner.setdefault(image.owner_id, []).append(image)
+    for owned in by_owner.values():
+        with enqueued_by(owned[0].owner):
+            results = tasks.enqueue_many(
+                make_thumbnails, [((image.pk, specs), {}) for image in owned]
+            )
+        by_fields: dict[tuple, list[Image]] = {}
+        for image, result in zip(owned, results, strict=True):
+            by_fields.setdefault(tuple(_follow(image, result)), []).append(image)
+        for fields, same in by_fields.items():
+            Image.objects.bulk_update(same, fields, batch_size=500)
+    return sum(len(owned) for owned in by_owner.values())
 
 
 def delete_image(image: Image) -> None:
@@ -107,6 +129,24 @@ def sync_status(image: Image) -> Image:
         Image.objects.filter(pk=image.pk).update(status=image.status, error=image.error)
         events.image_finished(image)
     return image
+
+
+def forget_pruned_tasks(sender, ids: list[str], **kwargs) -> None:
+    """Task records past their retention were deleted: images keep their own
+    status and error, and no longer point to the deleted job."""
+    Image.objects.filter(task_id__in=ids).update(task_id="")
+
+
+def _follow(image: Image, result) -> dict:
+    """Point ``image`` at its thumbnails job: pending while it waits; an equal
+    job already running (unique) leaves the image processing as it is.
+    Returns the fields changed, to be written."""
+    changes = {"task_id": result.id}
+    if result.status == TaskResultStatus.READY:
+        changes |= {"status": Image.Status.PENDING, "error": ""}
+    for name, value in changes.items():
+        setattr(image, name, value)
+    return changes
 
 
 def _sha256(upload: UploadedFile) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import urllib.error
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.tasks import task
@@ -16,7 +17,21 @@ from thumbnails.models import Image, Thumbnail
 logger = logging.getLogger(__name__)
 
 
-@task(queue_name="thumbnailer")
+def one_job_per_image_and_specs(args: list, kwargs: dict) -> str:
+    """make_thumbnails' unique key: the image and its set of specs (None and
+    every spec named are one set), so double clicks make one job."""
+    image_id = args[0] if args else kwargs["image_id"]
+    specs = args[1] if len(args) > 1 else kwargs.get("specs")
+    return f"{image_id}:{','.join(sorted(specs or conf.spec_names()))}"
+
+
+def per_receiver(args: list, kwargs: dict) -> str:
+    """call_webhook's concurrency key: the receiver's host."""
+    url = args[1] if len(args) > 1 else kwargs["url"]
+    return urlsplit(url).netloc
+
+
+@task(queue_name="thumbnailer", unique_key=one_job_per_image_and_specs)
 def make_thumbnails(image_id: int, specs: list[str] | None = None) -> dict:
     """Make every configured thumbnail of an image (or only ``specs``).
 
@@ -59,6 +74,8 @@ def delete_files(paths: list[str]) -> int:
     retry_on=(OSError, urllib.error.URLError, webhooks.WebhookRefused),
     backoff_base=2.0,
     backoff_cap=600.0,
+    concurrency=4,  # calls at once to one receiver
+    concurrency_key=per_receiver,
 )
 def call_webhook(image_id: int, url: str, status: str) -> int:
     """POST the image's final state to its webhook, signed; retried on errors."""

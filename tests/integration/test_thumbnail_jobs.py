@@ -216,7 +216,80 @@ def test_admin_action_generates_thumbnails(worker, user, admin_client):
     assert b"<img src=" in changelist.content
 
 
-def test_regenerate_command(user, media_root):
+def test_double_clicks_in_the_admin_the_api_and_the_command_make_one_job(
+    user, admin_client, media_root
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    # Given two images, with no worker running yet (the first jobs wait)
+    images = [
+        services.accept_upload(upload(f"{n}.jpg", jpeg_bytes((60, 40))), user)
+        for n in range(2)
+    ]
+    first_jobs = {image.pk: image.task_id for image in images}
+    # When staff click "Generate thumbnails" twice on both
+    for _ in range(2):
+        admin_client.post(
+            reverse("admin:thumbnails_image_changelist"),
+            {
+                "action": "generate_thumbnails",
+                "_selected_action": [i.pk for i in images],
+            },
+        )
+    # And the owner asks the API twice, for every spec by name
+    api = APIClient()
+    api.force_authenticate(user)
+    for _ in range(2):
+        response = api.post(
+            f"/api/images/{images[0].pk}/regenerate/",
+            {"specs": ["large", "medium", "small"]},
+            format="json",
+        )
+        assert response.status_code == 202
+    # And the command queues them all, twice
+    for _ in range(2):
+        call_command(
+            "regenerate_thumbnails", "--all", stdout=StringIO(), stderr=StringIO()
+        )
+    # Then each image still has one job, the first
+    jobs = TaskRecord.objects.filter(task_path=make_thumbnails.module_path)
+    assert jobs.count() == 2
+    for image in images:
+        image.refresh_from_db()
+        assert image.task_id == first_jobs[image.pk]
+    # But another set of specs is another job
+    call_command(
+        "regenerate_thumbnails", "--all", "--spec", "small",
+        stdout=StringIO(), stderr=StringIO(),
+    )  # fmt: skip
+    assert jobs.count() == 4
+
+
+def test_regenerate_command_queues_jobs_for_the_workers(worker, user, media_root):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    images = [
+        services.accept_upload(upload(f"{n}.jpg", jpeg_bytes((60, 40))), user)
+        for n in range(3)
+    ]
+    worker("thumbnailer")
+    for image in images:
+        wait_image(image)
+    Thumbnail.objects.all().delete()
+    out, err = StringIO(), StringIO()
+    call_command("regenerate_thumbnails", "--all", stdout=out, stderr=err)
+    assert "Queued thumbnails of 3 image(s)." in out.getvalue()
+    assert "100%" in err.getvalue()
+    wait_for(lambda: Thumbnail.objects.count() == 18, timeout=60, message="18 thumbs")
+
+
+def test_regenerate_command_here(user, media_root):
     from io import StringIO
 
     from django.core.management import CommandError, call_command
@@ -228,6 +301,7 @@ def test_regenerate_command(user, media_root):
         str(image.pk),
         "--spec",
         "small",
+        "--here",
         stdout=out,
         stderr=err,
     )
