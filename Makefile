@@ -88,12 +88,14 @@ format: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-BENCHMARKS := bench/queue.py bench/thumbnails.py bench/websocket.py
+BENCHMARKS := bench/queue.py bench/task_features.py bench/thumbnails.py bench/websocket.py
 
 bench: $(VENV)/.bench-installed postgres
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b || exit 1; done
 	@echo "== bench/queue.py --database postgres (our lane's rates on PostgreSQL)"
 	$(PY) bench/queue.py --database postgres --only channelsbackend --only drain
+	@echo "== bench/task_features.py --database postgres"
+	$(PY) bench/task_features.py --database postgres
 
 clean:
 	rm -rf $(VENV) var

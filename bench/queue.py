@@ -53,19 +53,15 @@ import contextlib  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import secrets  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import psutil  # noqa: E402
 
 from bench import queue_peers  # noqa: E402
+from bench.environment import prepared  # noqa: E402
 from bench.queue_peers import DONE_KEY, LATENCY_KEY, RAW_CHANNEL  # noqa: E402
-from project.redis_server import RedisServer, free_port  # noqa: E402
-from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.support import ManagedProcess, wait_for  # noqa: E402
 
 logger = logging.getLogger("bench.queue")
@@ -600,35 +596,6 @@ def profile_shares(raw: str) -> list[tuple[str, float]]:
     )
 
 
-def configure(tmp: Path, redis_url: str, database_url: str = "") -> dict:
-    """The environment of the bench and its workers; sets up Django here.
-    The records go to SQLite in ``tmp`` unless ``database_url`` is given."""
-    database = tmp / "bench.sqlite3"
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="project.settings",
-        DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_VAR_DIR=str(tmp / "var"),
-        DJANGO_MEDIA_ROOT=str(tmp / "media"),
-        DJANGO_LOG_LEVEL=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
-        DATABASE_URL=database_url or f"sqlite:///{database}",
-        REDIS_URL=redis_url,
-        CELERY_BROKER_URL=redis_url,
-        BENCH_CELERY_RESULT_BACKEND=f"db+sqlite:///{database}",
-        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        PYTHONUNBUFFERED="1",
-    )
-    os.environ.update(env)
-
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-    return env
-
-
 def print_table(rows: list[Row], notes: list[str], n: int, latency_n: int) -> None:
     by_name = {row.name: row for row in rows}
 
@@ -853,47 +820,32 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    tmp = Path(tempfile.mkdtemp(prefix="bench-queue-"))
-    (tmp / "logs").mkdir()
-    server = RedisServer(tmp / "redis", port=free_port())
-    postgres = (
-        PostgresServer(free_port(), fast=False) if args.database == "postgres" else None
-    )
     bench = None
     rows: list[Row] = []
     found = Scenarios()
     began = time.monotonic()
-    try:
-        server.start()
-        if postgres is not None:
-            postgres.start()
-        env = configure(tmp, server.url, postgres.url if postgres else "")
+    with prepared("queue", args.database) as ready:
         # The project's Celery app becomes the current app of this process:
         # CeleryBackend and the plain shared task publish through it.
         import project.celery  # noqa: F401
 
-        bench = Bench(args, tmp, server.url, env)
-        load_before = os.getloadavg()[0]
-        rows = run_table(bench, args)
-        found = run_scenarios(bench, args)
-        bench.notes.append(
-            f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.2f} "
-            f"before, {os.getloadavg()[0]:.2f} after (other work skews every number)"
-        )
-    finally:
-        if bench is not None:
+        bench = Bench(args, ready.tmp, ready.redis_url, ready.env)
+        try:
+            load_before = os.getloadavg()[0]
+            rows = run_table(bench, args)
+            found = run_scenarios(bench, args)
+            bench.notes.append(
+                f"machine: {os.cpu_count()} CPUs, 1-min load average "
+                f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+                "(other work skews every number)"
+            )
+        finally:
             for process in bench.processes:
                 process.stop()
-        server.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nRecords on {args.database}" + (" (durable settings)" if postgres else ""))
+    durable = " (durable settings)" if args.database == "postgres" else ""
+    print(f"\nRecords on {args.database}{durable}")
     if rows:
-        print_table(rows, bench.notes if bench else [], args.tasks, args.latency_tasks)
+        print_table(rows, bench.notes, args.tasks, args.latency_tasks)
     print_scenarios(found, args.drain_tasks, args.backlog_tasks)
     print_targets({row.name: row for row in rows}, found)
     logger.info("Bench took %.0f s", time.monotonic() - began)

@@ -41,16 +41,14 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import psutil  # noqa: E402
 
-from bench.queue import configure  # noqa: E402
-from project.redis_server import RedisServer, free_port  # noqa: E402
+from bench.environment import prepared  # noqa: E402
+from project.redis_server import free_port  # noqa: E402
 from tests.support import ManagedProcess, http_ok, wait_for  # noqa: E402
 
 logger = logging.getLogger("bench.websocket")
@@ -431,18 +429,10 @@ def raise_open_files() -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     raise_open_files()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-websocket-"))
-    (tmp / "logs").mkdir()
-    redis = RedisServer(tmp / "redis", port=free_port())
     results = []
-    try:
-        redis.start()
-        env = configure(tmp, redis.url)
-        env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1"
+    with prepared("websocket") as ready:
+        env = {**ready.env, "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
         env["DJANGO_SECURE_SSL_REDIRECT"] = "0"
         cookie, user_id = sign_in()
         for index in range(len(servers(0))):
@@ -450,11 +440,8 @@ def main(argv=None) -> int:
             server = servers(port)[index]
             logger.info("Measuring %s", server.name)
             results.append(
-                run_server(server, port, env, tmp / "logs", cookie, user_id, args)
+                run_server(server, port, env, ready.tmp / "logs", cookie, user_id, args)
             )
-    finally:
-        redis.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     print_report(results, args)
     return 0
 
