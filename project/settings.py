@@ -236,15 +236,18 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # TASKS_SCHEDULE's entries are checked for due ticks this often (seconds);
 # a check not run within one interval expires instead of queueing up.
 TASKS_SCHEDULE_CHECK_SECONDS = env.get_float("TASKS_SCHEDULE_CHECK_SECONDS", 5.0)
+# The job system's own upkeep goes first in the broker (priority 0 is served
+# first on Redis), ahead of any backlog of guaranteed jobs on "default".
 CELERY_BEAT_SCHEDULE = {
     "reconcile-tasks": {
         "task": "tasks.reconcile",
         "schedule": env.get_float("TASKS_RECONCILE_INTERVAL_SECONDS", 10.0),
+        "options": {"priority": 0},
     },
     "run-schedules": {
         "task": "tasks.run_schedules",
         "schedule": TASKS_SCHEDULE_CHECK_SECONDS,
-        "options": {"expires": TASKS_SCHEDULE_CHECK_SECONDS},
+        "options": {"expires": TASKS_SCHEDULE_CHECK_SECONDS, "priority": 0},
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

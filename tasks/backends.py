@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.checks import Error
-from django.tasks import task_backends
+from django.tasks import TaskResult, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
@@ -43,14 +43,13 @@ class RecordBackend(BaseTaskBackend):
         if getattr(task, "concurrency_key", None) and concurrency is None:
             raise InvalidTask("concurrency_key needs concurrency (the limit).")
 
-    def enqueue(self, task, args, kwargs):
+    def enqueue(self, task, args, kwargs) -> TaskResult:
         """A new READY record, or for a unique task the equal job that is
         already waiting or running."""
         self.validate_task(task)
-        record = lifecycle.create(self, task, args, kwargs)
-        return record.to_task_result(task)
+        return lifecycle.create(self, task, args, kwargs)
 
-    def enqueue_many(self, task, calls) -> list:
+    def enqueue_many(self, task, calls: list[tuple[list, dict]]) -> list[TaskResult]:
         """One record per (args, kwargs) in ``calls``, written in one statement
         and woken in one round trip (tasks.enqueue_many)."""
         self.validate_task(task)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.tasks import Task
 
 # Called with the enqueued (args, kwargs), as JSON data.
@@ -66,14 +67,19 @@ class JobTask(Task):
         )
 
     def uniqueness_key(self, args: list, kwargs: dict) -> str | None:
-        """The record's unique key (a digest), or None for a task that is not unique."""
+        """The record's unique key (a digest of the lane, the task and the key),
+        or None for a task that is not unique. Who enqueues is not part of it:
+        a ``unique_key`` that includes the user makes per-user jobs."""
         if self.unique_key is not None:
             key = str(self.unique_key(args, kwargs))
         elif self.unique:
             key = json.dumps(self._bound(args, kwargs), sort_keys=True)
         else:
             return None
-        return hashlib.sha256(f"{self.module_path}\n{key}".encode()).hexdigest()
+        # The lane is part of the job: the same call on another backend is
+        # another job (and the result of this one must be readable there).
+        identity = f"{self.backend}\n{self.module_path}\n{key}"
+        return hashlib.sha256(identity.encode()).hexdigest()
 
     def limit(self, args: list, kwargs: dict) -> tuple[str, int] | None:
         """(concurrency key, limit) of a record of this task, or None if it
@@ -85,9 +91,15 @@ class JobTask(Task):
                 key = f"{key}:{self.concurrency_key(args, kwargs)}"
             return key[:255], self.concurrency
         queue_limit = settings.TASKS_QUEUE_CONCURRENCY.get(self.queue_name)
-        if queue_limit is not None:
-            return f"queue:{self.backend}:{self.queue_name}", queue_limit
-        return None
+        if queue_limit is None:
+            return None
+        if not (isinstance(queue_limit, int) and queue_limit >= 1):
+            # (tasks.E004 says so too; Celery and Daphne run no checks.)
+            raise ImproperlyConfigured(
+                f"TASKS_QUEUE_CONCURRENCY[{self.queue_name!r}] must be a whole "
+                f"number >= 1, not {queue_limit!r}."
+            )
+        return f"queue:{self.backend}:{self.queue_name}", queue_limit
 
     def _bound(self, args: list, kwargs: dict) -> dict:
         """The call's arguments by parameter name, defaults filled in."""

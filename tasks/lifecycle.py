@@ -37,7 +37,8 @@ from traceback import format_exception
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.tasks import TaskResult, task_backends
+from django.tasks import Task, TaskResult, task_backends
+from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTaskBackend
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
@@ -52,10 +53,10 @@ from tasks.signals import task_retrying
 logger = logging.getLogger(__name__)
 
 
-def create(backend, task, args, kwargs) -> TaskRecord:
+def create(backend: BaseTaskBackend, task: Task, args, kwargs) -> TaskResult:
     """Write a READY record for ``task(*args, **kwargs)``; deliver it when the
     transaction commits (if the backend delivers it now rather than when due).
-    For a unique task whose equal job is READY or RUNNING, that record
+    For a unique task whose equal job is READY or RUNNING, that job's result
     instead (nothing written, nothing sent). Raises TypeError (nothing
     stored) for arguments that are not JSON data."""
     record = _new_record(backend, task, args, kwargs, timezone.now())
@@ -64,13 +65,16 @@ def create(backend, task, args, kwargs) -> TaskRecord:
     else:
         existing = _insert_unique(record)
         if existing is not None:
-            return existing
+            return existing.to_task_result()  # its own task (queue, priority)
     _after_commit(lambda: _committed([record]))
-    task_enqueued.send(type(backend), task_result=record.to_task_result(task))
-    return record
+    result = record.to_task_result(task)
+    task_enqueued.send(type(backend), task_result=result)
+    return result
 
 
-def create_many(backend, task, calls: Iterable[tuple[list, dict]]) -> list[TaskResult]:
+def create_many(
+    backend: BaseTaskBackend, task: Task, calls: Iterable[tuple[list, dict]]
+) -> list[TaskResult]:
     """``create`` for many calls of one task: the records are written in one
     statement and their wake-ups sent in one round trip when the transaction
     commits. Returns one result per call, in order (for a unique task, the
@@ -82,10 +86,13 @@ def create_many(backend, task, calls: Iterable[tuple[list, dict]]) -> list[TaskR
     if len(new) < len(records):
         records = _with_active_equals(records, written)
     _after_commit(lambda: _committed(new))
+    written_by_us = {record.pk for record in new}
     results = {}
     for record in records:
         if record.pk not in results:
-            results[record.pk] = record.to_task_result(task)
+            # An equal job found active reads as its own task.
+            own = task if record.pk in written_by_us else None
+            results[record.pk] = record.to_task_result(own)
     sender = type(backend)
     for record in new:
         task_enqueued.send(sender, task_result=results[record.pk])

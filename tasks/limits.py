@@ -13,7 +13,9 @@ write, so the count is exact. On PostgreSQL two claims can count at once and
 both see room; so a claim of a limited record happens in a transaction that
 takes an advisory lock on its key and counts again (seeing every claim of
 that key that committed before the lock was granted), and is rolled back
-when it went over. Unlimited records are claimed as before.
+when it went over. (Every claim on PostgreSQL is in a transaction for this,
+which costs an unlimited one its BEGIN and COMMIT round trips, or a
+savepoint inside the worker's finish-and-claim transaction.)
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from collections.abc import Callable
 
 from django.core import checks
 from django.db import connections, router, transaction
-from django.db.models import Count
+from django.db.models import Count, Min
 
-from tasks.models import Status, TaskRecord
+from tasks.models import TaskRecord
 
 # A claim rolled back for its limit is tried again (it then skips that key).
 TRIES = 3
@@ -55,14 +57,28 @@ def room(records: list[TaskRecord]) -> dict[str, int]:
         for r in records
         if r.concurrency_limit is not None
     }
-    running = dict(
-        TaskRecord.objects.running()
-        .filter(concurrency_limit__isnull=False, concurrency_key__in=list(limits))
-        .values_list("concurrency_key")
-        .annotate(n=Count("pk"))
+    running = running_per_key(list(limits))
+    return {
+        key: limit - running.get(key, (0, limit))[0] for key, limit in limits.items()
+    }
+
+
+def full_keys() -> list[str]:
+    """The concurrency keys that have as many RUNNING as their limit."""
+    return [key for key, (n, limit) in running_per_key().items() if n >= limit]
+
+
+def running_per_key(keys: list[str] | None = None) -> dict[str, tuple[int, int]]:
+    """Per concurrency key (of ``keys``, or every one): (RUNNING count, limit)."""
+    running = TaskRecord.objects.running().filter(concurrency_limit__isnull=False)
+    if keys is not None:
+        running = running.filter(concurrency_key__in=keys)
+    rows = (
+        running.values_list("concurrency_key")
+        .annotate(n=Count("pk"), limit=Min("concurrency_limit"))
         .order_by()
     )
-    return {key: limit - running.get(key, 0) for key, limit in limits.items()}
+    return {key: (n, limit) for key, n, limit in rows}
 
 
 @checks.register()
@@ -103,10 +119,6 @@ def _recount(record: TaskRecord, alias: str) -> None:
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             [record.concurrency_key],
         )
-    running = TaskRecord.objects.filter(
-        status=Status.RUNNING,
-        concurrency_limit__isnull=False,
-        concurrency_key=record.concurrency_key,
-    ).count()
-    if running > record.concurrency_limit:
+    running, limit = running_per_key([record.concurrency_key])[record.concurrency_key]
+    if running > limit:
         raise _OverLimit

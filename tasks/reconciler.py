@@ -71,7 +71,7 @@ class Reconciler:
             report = SweepReport()
             self._recover_stale(report)
             self._redeliver(report)
-            report.pruned = retention.prune(budget=PRUNE_BUDGET)
+            self._prune(report)
             _checkpoint_sqlite()
         finally:
             self._release()
@@ -108,6 +108,9 @@ class Reconciler:
         pending = (
             TaskRecord.objects.unsent_or_lost(now, self.resend_after)
             .exclude(backend__in=channels_aliases())
+            # Records waiting for a full key's slot: not now, and not in the
+            # way of the others (a backlog of them would fill every batch).
+            .exclude(concurrency_key__in=limits.full_keys())
             .order_by("enqueued_at")
         )
         pending = list(pending[:BATCH])
@@ -123,6 +126,12 @@ class Reconciler:
                 report.resent += lifecycle.redeliver(record, now)
             except Exception:
                 logger.exception("Could not re-send task id=%s", record.id)
+
+    def _prune(self, report: SweepReport) -> None:
+        try:
+            report.pruned = retention.prune(budget=PRUNE_BUDGET)
+        except Exception:
+            logger.exception("Could not prune finished records")
 
     def _release(self) -> None:
         # Release only our own lock (it may have expired and been taken).

@@ -234,15 +234,18 @@ def _claim_sql(model, vendor: str, alias: str) -> str:
 
 
 def _within_limit(table: str, row: str) -> str:
-    """The candidate ``row`` (a name for the table) is not limited, or fewer
-    than its limit of its concurrency key are RUNNING. (The count reads the
-    partial index on limited RUNNING rows: its WHERE repeats the index's.)
+    """The candidate ``row`` (a name for the table) is not limited, or its
+    concurrency key is not full: fewer than its limit RUNNING. The full keys
+    are one uncorrelated subquery (computed once per statement, from the
+    partial index on limited RUNNING rows: its WHERE repeats the index's),
+    so passing over a backlog of a full key's records costs a lookup each.
     On PostgreSQL two claims can both see room: tasks.limits checks again."""
     return (
-        f"({row}.concurrency_limit IS NULL OR {row}.concurrency_limit > "
-        f"(SELECT COUNT(*) FROM {table} AS busy WHERE busy.status = '{RUNNING}' "
-        "AND busy.concurrency_limit IS NOT NULL "
-        f"AND busy.concurrency_key = {row}.concurrency_key))"
+        f"({row}.concurrency_limit IS NULL OR {row}.concurrency_key NOT IN ("
+        f"SELECT busy.concurrency_key FROM {table} AS busy "
+        f"WHERE busy.status = '{RUNNING}' AND busy.concurrency_limit IS NOT NULL "
+        "GROUP BY busy.concurrency_key "
+        "HAVING COUNT(*) >= MIN(busy.concurrency_limit)))"
     )
 
 

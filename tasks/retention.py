@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.tasks import task
 from django.utils import timezone
@@ -37,13 +38,17 @@ PAUSE = 19.0
 records_pruned = Signal()
 
 
-def expired(now: datetime, older_than: timedelta | None = None) -> list:
+def expired(
+    now: datetime, older_than: timedelta | None = None
+) -> list[QuerySet[TaskRecord]]:
     """One queryset per finished status, of the records past their retention
     (``older_than``, when given, for both statuses)."""
     ttls = {
-        Status.SUCCESSFUL: older_than or settings.TASKS_RESULT_TTL,
-        Status.FAILED: older_than or settings.TASKS_FAILED_TTL,
+        Status.SUCCESSFUL: settings.TASKS_RESULT_TTL,
+        Status.FAILED: settings.TASKS_FAILED_TTL,
     }
+    if older_than is not None:
+        ttls = dict.fromkeys(ttls, older_than)
     # finished_at >= enqueued_at: bounding enqueued_at too lets the scan run
     # on the (status, enqueued_at) index instead of over every finished row.
     return [
@@ -71,9 +76,10 @@ def prune(
     each batch's duration after it; stop after ``budget`` seconds if given.
     ``progress`` hears each batch's count. Returns how many were deleted."""
     now = now or timezone.now()
-    started, deleted = time.monotonic(), 0
+    deadline = None if budget is None else time.monotonic() + budget
+    deleted = 0
     for queryset in expired(now, older_than):
-        while budget is None or time.monotonic() - started < budget:
+        while deadline is None or time.monotonic() < deadline:
             batch_started = time.monotonic()
             count = _delete_batch(queryset, batch)
             deleted += count
@@ -81,27 +87,39 @@ def prune(
                 progress(count)
             if count < batch:
                 break
-            time.sleep((time.monotonic() - batch_started) * pause)
+            rest = (time.monotonic() - batch_started) * pause
+            if deadline is not None:
+                rest = min(rest, max(deadline - time.monotonic(), 0.0))
+            time.sleep(rest)
     return deleted
 
 
-@task()
+# The scheduled pass stops after this long (the next one goes on), within
+# its task's time limit; one pass at a time (unique).
+SCHEDULED_BUDGET = 50 * 60.0
+
+
+@task(unique=True, timeout=SCHEDULED_BUDGET + 600)
 def prune_expired() -> int:
-    """The ``prune-tasks`` schedule: one whole pass, in batches."""
-    return prune()
+    """The ``prune-tasks`` schedule: a pass, in paced batches."""
+    return prune(budget=SCHEDULED_BUDGET)
 
 
-def _delete_batch(queryset, batch: int) -> int:
+def _delete_batch(queryset: QuerySet[TaskRecord], batch: int) -> int:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A deletion lost in a crash is simply done again: its commit
             # need not wait for the disk (nor make the workers' wait longer).
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        oldest_first = queryset.order_by("enqueued_at")
+        # Locked (PostgreSQL; SQLite's transaction holds the write lock), so
+        # a record retried by hand meanwhile is either kept or not retried.
+        oldest_first = queryset.order_by("enqueued_at").select_for_update(
+            skip_locked=True
+        )
         ids = list(oldest_first.values_list("pk", flat=True)[:batch])
         if not ids:
             return 0
         records_pruned.send(TaskRecord, ids=ids)
-        TaskRecord.objects.filter(pk__in=ids).delete()
+        queryset.filter(pk__in=ids).delete()
     return len(ids)

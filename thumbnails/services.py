@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -74,25 +75,30 @@ def enqueue_thumbnails(image: Image, specs: list[str] | None = None) -> str:
     return result.id
 
 
-def enqueue_thumbnails_of(images, specs: list[str] | None = None) -> int:
+def enqueue_thumbnails_of(
+    images: Iterable[Image], specs: list[str] | None = None
+) -> int:
     """``enqueue_thumbnails`` for many images: one enqueue_many per owner
     (each job is its owner's), one UPDATE per batch of images. An image
     whose equal job is waiting or running keeps that job. Returns how many."""
     from thumbnails.tasks import make_thumbnails
 
-    by_owner: dict = {}
+    by_owner: dict[int, list[Image]] = {}
     for image in images:
         by_owner.setdefault(image.owner_id, []).append(image)
-    for owned in by_owner.values():
-        with enqueued_by(owned[0].owner):
-            results = tasks.enqueue_many(
-                make_thumbnails, [((image.pk, specs), {}) for image in owned]
-            )
-        by_fields: dict[tuple, list[Image]] = {}
-        for image, result in zip(owned, results, strict=True):
-            by_fields.setdefault(tuple(_follow(image, result)), []).append(image)
-        for fields, same in by_fields.items():
-            Image.objects.bulk_update(same, fields, batch_size=500)
+    # One transaction: the wake-ups go out once the images say "pending", so a
+    # quick worker's "processing" or "ready" is never overwritten.
+    with transaction.atomic():
+        for owned in by_owner.values():
+            with enqueued_by(owned[0].owner):
+                results = tasks.enqueue_many(
+                    make_thumbnails, [((image.pk, specs), {}) for image in owned]
+                )
+            by_fields: dict[tuple, list[Image]] = {}
+            for image, result in zip(owned, results, strict=True):
+                by_fields.setdefault(tuple(_follow(image, result)), []).append(image)
+            for fields, same in by_fields.items():
+                Image.objects.bulk_update(same, fields, batch_size=500)
     return sum(len(owned) for owned in by_owner.values())
 
 
@@ -131,10 +137,18 @@ def sync_status(image: Image) -> Image:
     return image
 
 
-def forget_pruned_tasks(sender, ids: list[str], **kwargs) -> None:
-    """Task records past their retention were deleted: images keep their own
-    status and error, and no longer point to the deleted job."""
-    Image.objects.filter(task_id__in=ids).update(task_id="")
+def forget_pruned_tasks(sender: type, ids: list[str], **kwargs) -> None:
+    """Task records past their retention are being deleted (in this
+    transaction): their images keep their own status and error, first
+    brought up to date from the record (a job FAILED by the reconciler
+    without the task body saying so), and no longer point to the job."""
+    pointing = Image.objects.exclude(task_id="").filter(task_id__in=ids)
+    for image in pointing.exclude(status__in=FINAL):
+        sync_status(image)
+    pointing.update(task_id="")
+
+
+FINAL = (Image.Status.READY, Image.Status.FAILED)
 
 
 def _follow(image: Image, result) -> dict:

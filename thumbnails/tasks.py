@@ -26,9 +26,9 @@ def one_job_per_image_and_specs(args: list, kwargs: dict) -> str:
 
 
 def per_receiver(args: list, kwargs: dict) -> str:
-    """call_webhook's concurrency key: the receiver's host."""
+    """call_webhook's concurrency key: the receiver's host name."""
     url = args[1] if len(args) > 1 else kwargs["url"]
-    return urlsplit(url).netloc
+    return urlsplit(url).hostname or ""
 
 
 @task(queue_name="thumbnailer", unique_key=one_job_per_image_and_specs)

@@ -2,6 +2,7 @@
 TASKS_FAILED_TTL), in batches, from the reconciler, the schedule and
 ``manage.py prune_tasks``; images forget the jobs that went."""
 
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -75,7 +76,7 @@ def test_settings_choose_the_retention(settings):
 def test_deletion_goes_in_batches():
     finished(Status.SUCCESSFUL, 10, count=35)
     batches = []
-    assert retention.prune(batch=10, progress=batches.append) == 35
+    assert retention.prune(batch=10, pause=0, progress=batches.append) == 35
     assert batches == [10, 10, 10, 5]
 
 
@@ -133,6 +134,47 @@ def test_the_command_can_only_count_or_take_its_own_age():
         "prune_tasks", "--older-than", "3d", stdout=StringIO(), stderr=StringIO()
     )
     assert left() == set(young)
+
+
+def test_a_pass_keeps_to_its_budget_pauses_included():
+    finished(Status.SUCCESSFUL, 8, count=30)
+    started = time.monotonic()
+    # A pause of 1000 times each batch: the budget, not the pause, ends it
+    deleted = retention.prune(batch=10, pause=1000, budget=0.5)
+    assert 10 <= deleted < 30
+    assert time.monotonic() - started < 5
+
+
+def test_a_record_retried_by_hand_is_not_pruned(django_user_model):
+    from tasks import lifecycle
+
+    (record_id,) = finished(Status.FAILED, 40)
+    assert lifecycle.retry(TaskRecord.objects.get(pk=record_id))
+    retention.prune()
+    assert TaskRecord.objects.get(pk=record_id).status == Status.READY
+
+
+def test_a_job_failed_without_its_image_knowing_fails_the_image_when_pruned(
+    django_user_model,
+):
+    owner = django_user_model.objects.create_user("keeper")
+    (old,) = finished(Status.FAILED, 40)
+    TaskRecord.objects.filter(pk=old).update(
+        task_path="thumbnails.tasks.make_thumbnails",
+        errors=[{"exception_class_path": "tasks.exceptions.WorkerLost",
+                 "traceback": "tasks.exceptions.WorkerLost: lost"}],
+    )  # fmt: skip
+    image = Image.objects.create(
+        owner=owner, original="a.jpg", sha256="0" * 64, format="JPEG", width=1,
+        height=1, byte_size=1, status=Image.Status.PROCESSING, task_id=old,
+    )  # fmt: skip
+    retention.prune()
+    image.refresh_from_db()
+    assert (image.status, image.error, image.task_id) == (
+        Image.Status.FAILED,
+        "tasks.exceptions.WorkerLost: lost",
+        "",
+    )
 
 
 def test_the_command_explains_a_bad_age():

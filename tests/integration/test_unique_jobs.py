@@ -12,7 +12,7 @@ from tasks import lifecycle
 from tasks.exceptions import EqualJobActive
 from tasks.models import TaskRecord
 from tests import tasks
-from tests.support import ROOT, VENV_BIN, wait_finished
+from tests.support import ROOT, VENV_BIN, wait_finished, wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -87,27 +87,40 @@ def test_retrying_a_failed_job_while_an_equal_one_waits_is_refused():
 
 
 RACE = """
-import json, sys
+import json, os, sys, time
+from pathlib import Path
 import django
 django.setup()
 from tests import tasks
+tasks.unique_add.get_backend()  # connections and imports made before the start
+ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+ready.touch()
+deadline = time.monotonic() + 60
+while not go.exists() and time.monotonic() < deadline:
+    pass  # spin: both leave at the same instant
 print(json.dumps([tasks.unique_add.enqueue(40, 2).id for _ in range(100)]))
 """
 
 
-def test_two_processes_racing_to_enqueue_100_times_make_one_job(process_env):
-    # Given two processes that each enqueue the same unique call 100 times
+def test_two_processes_racing_to_enqueue_100_times_make_one_job(process_env, tmp_path):
+    # Given two processes, each about to enqueue the same unique call 100
+    # times, held at a start line until both are ready
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{n}" for n in range(2)]
     racers = [
         subprocess.Popen(
-            [str(VENV_BIN / "python"), "-c", RACE],
+            [str(VENV_BIN / "python"), "-c", RACE, str(flag), str(go)],
             cwd=ROOT,
             env=process_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for flag in ready
     ]
+    wait_for(lambda: all(flag.exists() for flag in ready), timeout=60)
+    # When they start at once
+    go.touch()
     outputs = [racer.communicate(timeout=120) for racer in racers]
     for racer, (_out, err) in zip(racers, outputs, strict=True):
         assert racer.returncode == 0, err
@@ -118,6 +131,20 @@ def test_two_processes_racing_to_enqueue_100_times_make_one_job(process_env):
     assert (
         TaskRecord.objects.filter(task_path=tasks.unique_add.module_path).count() == 1
     )
+
+
+def test_the_same_call_on_another_lane_is_another_job():
+    channels = tasks.unique_add.enqueue(6, 6)
+    celery = tasks.g_unique_add.enqueue(6, 6)
+    assert channels.id != celery.id
+    assert tasks.g_unique_add.get_result(celery.id).backend == "guaranteed"
+
+
+def test_the_equal_job_reads_as_its_own_task():
+    first = tasks.unique_add.using(priority=5).enqueue(3, 3)
+    joined = tasks.unique_add.enqueue(3, 3)
+    assert joined.id == first.id
+    assert joined.task.priority == 5
 
 
 @LANES

@@ -34,14 +34,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than, dry_run, no_pause, **options):
         try:
-            age = parse_duration(older_than) if older_than else None
+            age = parse_duration(older_than) if older_than is not None else None
         except ValueError as error:
             raise CommandError(f"--older-than: {error}") from None
         now = timezone.now()
         total = retention.count_expired(now, age)
         rule = (
             f"finished over {older_than} ago"
-            if age
+            if age is not None
             else f"past retention (successful {_days(settings.TASKS_RESULT_TTL)}, "
             f"failed {_days(settings.TASKS_FAILED_TTL)})"
         )
