@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from copy import copy
 from datetime import datetime, timedelta
 from traceback import format_exception
 
@@ -340,6 +341,8 @@ def as_json(value, what: str):
     (``{1: "a"}`` has the key ``"1"``), so that a result held by a caller
     equals the stored one. For anything else Django's own TypeError, with a
     note that says what was wrong (``what``: "arguments", "return value")."""
+    if _flat(value):
+        return copy(value)  # already what the round trip would give
     try:
         return json.loads(json.dumps(normalize_json(value)))
     except (TypeError, ValueError) as error:
@@ -419,31 +422,51 @@ def _retry_at(record: TaskRecord, error: BaseException) -> datetime | None:
 
 def _new_records(backend, task, calls, now: datetime) -> list[TaskRecord]:
     """``_new_record`` for each call: the fields every record shares are
-    computed once, and records are built positionally (Django's fast path)."""
-    template = None
-    records = []
+    computed once (the first record's), and the others are built
+    positionally (Django's fast path), only their own fields computed."""
+    calls = iter(calls)
+    first = next(calls, None)
+    if first is None:
+        return []
+    template = _new_record(backend, task, *first, now)
+    fields = [field.attname for field in TaskRecord._meta.concrete_fields]
+    shared = [getattr(template, name) for name in fields]
+    own = [fields.index(name) for name in _OWN_FIELDS]
+    records = [template]
     for args, kwargs in calls:
-        record = _new_record(backend, task, args, kwargs, now, like=template)
-        template = template or record
-        records.append(record)
+        values = shared.copy()
+        for index, value in zip(own, _own_values(task, args, kwargs), strict=True):
+            values[index] = value
+        records.append(TaskRecord(*values))
     return records
 
 
-def _new_record(
-    backend, task, args, kwargs, now: datetime, like: TaskRecord | None = None
-) -> TaskRecord:
+# What differs between the records of one enqueue_many (_own_values' order).
+_OWN_FIELDS = (
+    "id", "args", "kwargs", "unique_key", "concurrency_key", "concurrency_limit"
+)  # fmt: skip
+
+
+def _own_values(task, args, kwargs) -> tuple:
     args, kwargs = as_json(list(args), "arguments"), as_json(dict(kwargs), "arguments")
     limit = task.limit(args, kwargs) if hasattr(task, "limit") else None
-    if like is not None:
-        return _like(
-            like,
-            id=new_task_id(),
-            args=args,
-            kwargs=kwargs,
-            unique_key=task.uniqueness_key(args, kwargs) if like.unique_key else None,
-            concurrency_key=limit[0] if limit else "",
-            concurrency_limit=limit[1] if limit else None,
-        )
+    unique = (
+        task.uniqueness_key(args, kwargs) if hasattr(task, "uniqueness_key") else None
+    )
+    return (
+        new_task_id(),
+        args,
+        kwargs,
+        unique,
+        limit[0] if limit else "",
+        limit[1] if limit else None,
+    )
+
+
+def _new_record(backend, task, args, kwargs, now: datetime) -> TaskRecord:
+    _, args, kwargs, unique_key, concurrency_key, concurrency_limit = _own_values(
+        task, args, kwargs
+    )
     record = TaskRecord(
         task_path=task.module_path,
         backend=backend.alias,
@@ -456,27 +479,27 @@ def _new_record(
         run_after=task.run_after,
         available_at=task.run_after or now,
         owner=current_owner(),
-        unique_key=(
-            task.uniqueness_key(args, kwargs)
-            if hasattr(task, "uniqueness_key")
-            else None
-        ),
-        concurrency_key=limit[0] if limit else "",
-        concurrency_limit=limit[1] if limit else None,
+        unique_key=unique_key,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
     )
     record.sent_at = now if backend.delivers_now(record, now) else None
     return record
 
 
-def _like(template: TaskRecord, **changes) -> TaskRecord:
-    """A new record with ``template``'s field values but ``changes``."""
-    values = [
-        changes[field.attname]
-        if field.attname in changes
-        else getattr(template, field.attname)
-        for field in TaskRecord._meta.concrete_fields
-    ]
-    return TaskRecord(*values)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _flat(value) -> bool:
+    """A list of JSON scalars, or a dict of str keys to them (exact types:
+    a subclass may serialise otherwise)."""
+    if type(value) is list:
+        return all(type(item) in _SCALARS for item in value)
+    if type(value) is dict:
+        return all(
+            type(key) is str and type(item) in _SCALARS for key, item in value.items()
+        )
+    return False
 
 
 # An equal job can finish between our refused insert and our look for it;

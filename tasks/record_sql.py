@@ -57,10 +57,11 @@ def insert(record: TaskRecord, *, if_absent: bool = False) -> bool:
 
 
 def insert_many(records: Sequence[TaskRecord], *, if_absent: bool = False) -> set[str]:
-    """INSERT ``records`` in one statement, whatever their number (the rows
-    travel as one JSON document on SQLite, as one array per column on
-    PostgreSQL, so no limit on bound parameters splits it). Returns the ids
-    written (with ``if_absent``, those no unique constraint refused)."""
+    """INSERT ``records`` in one statement, whatever their number: a value the
+    records share is bound once; the others travel as one JSON document of
+    rows on SQLite, as one array per column on PostgreSQL, so no limit on
+    bound parameters splits it. Returns the ids written (with
+    ``if_absent``, those no unique constraint refused)."""
     if not records:
         return set()
     model = type(records[0])
@@ -70,11 +71,14 @@ def insert_many(records: Sequence[TaskRecord], *, if_absent: bool = False) -> se
         _prepared_column(records, field, connection)
         for field in model._meta.concrete_fields
     ]
+    shared = tuple(not isinstance(column, list) for column in columns)
+    params = [column.value for column in columns if not isinstance(column, list)]
+    varying = [column for column in columns if isinstance(column, list)]
     if connection.vendor == "postgresql":
-        params = columns
+        params += varying
     else:
-        params = [json.dumps(list(zip(*columns, strict=True)))]
-    sql = _insert_many_sql(model, connection.vendor, alias, if_absent)
+        params.append(json.dumps(list(zip(*varying, strict=True))))
+    sql = _insert_many_sql(model, connection.vendor, alias, if_absent, shared)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         written = {row[0] for row in cursor.fetchall()}
@@ -144,15 +148,25 @@ def _prepared(record: TaskRecord, fields, connection) -> list:
     ]
 
 
-def _prepared_column(records: Sequence[TaskRecord], field, connection) -> list:
-    """One field's values of ``records``, prepared for the database; once
-    for all when they share the very same object (most fields of one
-    enqueue_many do: identity, not equality, so 1 and 1.0 stay apart)."""
+def _prepared_column(records: Sequence[TaskRecord], field, connection):
+    """One field's values of ``records``, prepared for the database: one value
+    when they share the very same object (most fields of one enqueue_many
+    do: identity, not equality, so 1 and 1.0 stay apart), else a list."""
     values = [getattr(record, field.attname) for record in records]
     first = values[0]
-    if all(value is first for value in values):
-        return [field.get_db_prep_save(first, connection)] * len(values)
+    # (The primary key always varies: it gives json_each or UNNEST its rows.)
+    if not field.primary_key and all(value is first for value in values):
+        return _Shared(field.get_db_prep_save(first, connection))
     return [field.get_db_prep_save(value, connection) for value in values]
+
+
+class _Shared:
+    """A prepared value bound once for every row."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
 
 
 def _claim_row(model, alias: str, sql: str, params: list) -> TaskRecord | None:
@@ -185,22 +199,35 @@ def _insert_sql(model, vendor: str, alias: str, if_absent: bool) -> str:
 
 
 @functools.cache
-def _insert_many_sql(model, vendor: str, alias: str, if_absent: bool) -> str:
+def _insert_many_sql(
+    model, vendor: str, alias: str, if_absent: bool, shared: tuple[bool, ...]
+) -> str:
     table, columns = _names(model, alias)
     fields = model._meta.concrete_fields
     connection = connections[alias]
+    # Column types without their length, as Django's own bulk_create does
+    # (varchar[] rather than varchar(32)[]).
+    types = [field.db_type(connection).split("(")[0] for field in fields]
     if vendor == "postgresql":
-        # One array per column, typed as the column (without its length, as
-        # Django's own bulk_create does: varchar[] rather than varchar(32)[]).
-        arrays = ", ".join(
-            f"%s::{field.db_type(connection).split('(')[0]}[]" for field in fields
+        # A shared value as one typed parameter, the others one array each.
+        varying = [t for t, one in zip(types, shared, strict=True) if not one]
+        arrays = ", ".join(f"%s::{t}[]" for t in varying)
+        names = iter(f"u.c{n}" for n in range(len(varying)))
+        select = ", ".join(
+            f"%s::{t}" if one else next(names)
+            for t, one in zip(types, shared, strict=True)
         )
-        rows = f"SELECT * FROM UNNEST({arrays})"
+        aliases = ", ".join(f"c{n}" for n in range(len(varying)))
+        rows = f"SELECT {select} FROM UNNEST({arrays}) AS u({aliases})"
     else:
-        # Each row an array in one JSON document. (WHERE true: SQLite's
-        # grammar needs it between a SELECT and ON CONFLICT.)
-        values = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(fields)))
-        rows = f"SELECT {values} FROM json_each(%s) WHERE true"
+        # Each row an array of its varying values in one JSON document.
+        # (WHERE true: SQLite's grammar needs it before ON CONFLICT.)
+        positions = iter(range(len(fields)))
+        select = ", ".join(
+            "%s" if one else f"json_extract(value, '$[{next(positions)}]')"
+            for one in shared
+        )
+        rows = f"SELECT {select} FROM json_each(%s) WHERE true"
     pk = connection.ops.quote_name(model._meta.pk.column)
     return (
         f"INSERT INTO {table} ({columns}) {rows}"

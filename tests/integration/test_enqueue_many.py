@@ -115,3 +115,16 @@ def test_more_tasks_than_the_channel_holds_are_all_claimed(worker, tmp_path):
         timeout=90,
         message="every task to run",
     )
+
+
+def test_one_call_is_one_record():
+    (result,) = job_system.enqueue_many(tasks.add, [((1, 2), {})])
+    assert tasks.add.get_result(result.id).args == [1, 2]
+
+
+def test_values_that_are_equal_but_not_the_same_stay_as_given():
+    results = job_system.enqueue_many(
+        tasks.add, [((1, 2), {}), ((1.0, 2), {}), ((True, 2), {})]
+    )
+    stored = [TaskRecord.objects.get(pk=r.id).args[0] for r in results]
+    assert [type(value) for value in stored] == [int, float, bool]
