@@ -59,7 +59,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import psutil  # noqa: E402
 
-from bench import queue_peers  # noqa: E402
+from bench import queue_peers, report  # noqa: E402
 from bench.environment import prepared  # noqa: E402
 from bench.queue_peers import DONE_KEY, LATENCY_KEY, RAW_CHANNEL  # noqa: E402
 from tests.support import ManagedProcess, wait_for  # noqa: E402
@@ -610,7 +610,7 @@ def print_table(rows: list[Row], notes: list[str], n: int, latency_n: int) -> No
 
     header = ["variant", "tasks/s", "sync enq/s", "p50 ms", "p99 ms"]
     header += ["x Celery", "x Dramatiq"]
-    table = [header]
+    table = []
     for row in rows:
         if row.error:
             table.append([row.name, f"did not run: {row.error}"])
@@ -626,26 +626,12 @@ def print_table(rows: list[Row], notes: list[str], n: int, latency_n: int) -> No
                 fmt(dramatiq and row.throughput / dramatiq, ".2f"),
             ]
         )
-    widths = [
-        max(len(r[i]) for r in table if len(r) == len(header))
-        for i in range(len(header))
-    ]
-    print(
-        f"\nQueue bench: {n} no-op tasks per throughput run; latency of "
-        f"{latency_n} tasks enqueued one at a time"
+    report.print_table(
+        f"Queue bench: {n} no-op tasks per throughput run; latency of "
+        f"{latency_n} tasks enqueued one at a time",
+        header,
+        table,
     )
-    for index, cells in enumerate(table):
-        if len(cells) != len(header):
-            print(f"{cells[0].ljust(widths[0])}  {cells[1]}")
-        else:
-            print(
-                "  ".join(
-                    c.ljust(w) if i == 0 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-                )
-            )
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
     print()
     for row in rows:
         print(f"- {row.name}: {row.used}")

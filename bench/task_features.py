@@ -43,6 +43,7 @@ from collections.abc import Callable  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.environment import Prepared, prepared  # noqa: E402
+from bench.report import print_table  # noqa: E402
 from tests.support import ManagedProcess  # noqa: E402
 
 logger = logging.getLogger("bench.task_features")
@@ -125,7 +126,7 @@ def bench_enqueue(n: int) -> str:
         [name, f"{took:.2f}", f"{n / took:,.0f}", f"{base / took:.2f}"]
         for name, took in seconds.items()
     ]
-    _table(
+    print_table(
         f"Enqueue: {n:,} no-op tasks from one process, no worker running",
         ["variant", "seconds", "tasks/s", "x one by one"],
         rows,
@@ -220,7 +221,7 @@ def bench_retention(records: int, ready: Prepared, processes: list) -> str:
                 f"{_p(values, 99) / _p(alone, 99):.2f}",
             ]
         )
-    _table(
+    print_table(
         f"Retention: claim + finish latency with {records:,} finished records "
         f"({records // 2:,} past retention)",
         ["run", "tasks", "p50 ms", "p99 ms", "x p50", "x p99"],
@@ -321,21 +322,6 @@ def _p(values: list[float], q: float) -> float:
     """Percentile ``q`` in ms, nearest rank."""
     ordered = sorted(values)
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1] * 1000
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    print(f"\n{title}")
-    for index, cells in enumerate(table):
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-        )
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _verdict(what: str, passed: bool, target: str) -> str:

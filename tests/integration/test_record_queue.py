@@ -149,8 +149,10 @@ def test_a_sync_task_over_its_time_limit_is_stopped_and_the_worker_goes_on(
         "tasks.exceptions.TimeLimitExceeded"
     )
     assert "time limit of 1 s" in result.errors[-1].traceback
-    # The process that ran it was ended, and a new one serves
-    assert process_ended(int(tasks.runs(started)[0]))
+    # The process that ran it was ended (it records the failure, then exits),
+    # and a new one serves
+    pid = int(tasks.runs(started)[0])
+    wait_for(lambda: process_ended(pid), timeout=5, message="the overrun's process")
     assert wait_finished(tasks.add.enqueue(1, 1)).return_value == 2
     assert supervisor.alive()
 
