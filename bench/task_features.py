@@ -36,7 +36,6 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
@@ -44,7 +43,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench.environment import Prepared, prepared  # noqa: E402
 from bench.report import print_table  # noqa: E402
-from tests.support import ManagedProcess  # noqa: E402
+from tests.support import ManagedProcess, Repeating  # noqa: E402
 
 logger = logging.getLogger("bench.task_features")
 
@@ -113,7 +112,7 @@ def bench_enqueue(n: int) -> str:
     TaskRecord.objects.all().delete()
     _empty_broker()
     seconds = {}
-    with _ChannelEmptier():
+    with _channel_emptier():
         for name, run in variants:
             started = time.perf_counter()
             run(n)
@@ -145,30 +144,15 @@ def _many(task, k: int):
     return tasks.enqueue_many(task, [((), {})] * k)
 
 
-class _ChannelEmptier:
+def _channel_emptier() -> Repeating:
     """Empties the wake-up channel every few ms, as idle workers would."""
+    import redis
+    from channels.layers import get_channel_layer
+    from django.conf import settings
 
-    def __init__(self) -> None:
-        import redis
-        from channels.layers import get_channel_layer
-        from django.conf import settings
-
-        self._redis = redis.Redis.from_url(settings.REDIS_URL)
-        self._key = get_channel_layer().prefix + "default"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._empty, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _empty(self) -> None:
-        while not self._stop.wait(0.005):
-            self._redis.delete(self._key)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = get_channel_layer().prefix + "default"
+    return Repeating(lambda: client.delete(key), 0.005)
 
 
 def _empty_broker() -> None:

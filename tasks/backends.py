@@ -14,8 +14,8 @@ from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
 
-from tasks import lifecycle, limits, record_sql, transport
-from tasks.base import JobTask
+from tasks import lifecycle, record_sql, transport
+from tasks.base import JobTask, is_limit
 from tasks.models import TaskRecord
 
 
@@ -38,7 +38,7 @@ class RecordBackend(BaseTaskBackend):
         if timeout is not None and not timeout > 0:
             raise InvalidTask("timeout must be a positive number of seconds.")
         concurrency = getattr(task, "concurrency", None)
-        if concurrency is not None and not limits.is_limit(concurrency):
+        if concurrency is not None and not is_limit(concurrency):
             raise InvalidTask("concurrency must be a whole number >= 1.")
         if getattr(task, "concurrency_key", None) and concurrency is None:
             raise InvalidTask("concurrency_key needs concurrency (the limit).")

@@ -93,7 +93,7 @@ class JobTask(Task):
         queue_limit = settings.TASKS_QUEUE_CONCURRENCY.get(self.queue_name)
         if queue_limit is None:
             return None
-        if not (isinstance(queue_limit, int) and queue_limit >= 1):
+        if not is_limit(queue_limit):
             # (tasks.E004 says so too; Celery and Daphne run no checks.)
             raise ImproperlyConfigured(
                 f"TASKS_QUEUE_CONCURRENCY[{self.queue_name!r}] must be a whole "
@@ -115,3 +115,8 @@ class JobTask(Task):
         if self.takes_context:
             arguments.pop(next(iter(signature.parameters)))
         return arguments
+
+
+def is_limit(value) -> bool:
+    """A concurrency limit: a whole number >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

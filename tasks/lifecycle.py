@@ -464,10 +464,11 @@ def _own_values(task, args, kwargs) -> tuple:
 
 
 def _new_record(backend, task, args, kwargs, now: datetime) -> TaskRecord:
-    _, args, kwargs, unique_key, concurrency_key, concurrency_limit = _own_values(
-        task, args, kwargs
+    record_id, args, kwargs, unique_key, concurrency_key, concurrency_limit = (
+        _own_values(task, args, kwargs)
     )
     record = TaskRecord(
+        id=record_id,
         task_path=task.module_path,
         backend=backend.alias,
         queue_name=task.queue_name,

@@ -26,10 +26,13 @@ from django.core import checks
 from django.db import connections, router, transaction
 from django.db.models import Count, Min
 
+from tasks.base import is_limit
 from tasks.models import TaskRecord
 
 # A claim rolled back for its limit is tried again (it then skips that key).
 TRIES = 3
+# Per concurrency key: (RUNNING count, limit).
+Running = dict[str, tuple[int, int]]
 
 
 def claiming(take: Callable[[], TaskRecord | None]) -> TaskRecord | None:
@@ -49,26 +52,27 @@ def claiming(take: Callable[[], TaskRecord | None]) -> TaskRecord | None:
     return None
 
 
-def room(records: list[TaskRecord]) -> dict[str, int]:
+def room(records: list[TaskRecord], running: Running) -> dict[str, int]:
     """For the concurrency keys of limited ``records``: how many more of each
-    may start now (what the reconciler re-sends of waiting Celery records)."""
+    may start now (what the reconciler re-sends of waiting Celery records),
+    given ``running`` (from running_per_key)."""
     limits = {
         r.concurrency_key: r.concurrency_limit
         for r in records
         if r.concurrency_limit is not None
     }
-    running = running_per_key(list(limits))
     return {
         key: limit - running.get(key, (0, limit))[0] for key, limit in limits.items()
     }
 
 
-def full_keys() -> list[str]:
-    """The concurrency keys that have as many RUNNING as their limit."""
-    return [key for key, (n, limit) in running_per_key().items() if n >= limit]
+def full_keys(running: Running) -> list[str]:
+    """The concurrency keys of ``running`` that have as many RUNNING as their
+    limit."""
+    return [key for key, (n, limit) in running.items() if n >= limit]
 
 
-def running_per_key(keys: list[str] | None = None) -> dict[str, tuple[int, int]]:
+def running_per_key(keys: list[str] | None = None) -> Running:
     """Per concurrency key (of ``keys``, or every one): (RUNNING count, limit)."""
     running = TaskRecord.objects.running().filter(concurrency_limit__isnull=False)
     if keys is not None:
@@ -101,11 +105,6 @@ def check_queue_limits(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             id="tasks.E004",
         )
     ]
-
-
-def is_limit(value) -> bool:
-    """A whole number >= 1 (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class _OverLimit(Exception):

@@ -105,17 +105,18 @@ class Reconciler:
 
     def _redeliver(self, report: SweepReport) -> None:
         now = timezone.now()
+        running = limits.running_per_key()
         pending = (
             TaskRecord.objects.unsent_or_lost(now, self.resend_after)
             .exclude(backend__in=channels_aliases())
             # Records waiting for a full key's slot: not now, and not in the
             # way of the others (a backlog of them would fill every batch).
-            .exclude(concurrency_key__in=limits.full_keys())
+            .exclude(concurrency_key__in=limits.full_keys(running))
             .order_by("enqueued_at")
         )
         pending = list(pending[:BATCH])
         # Records waiting for a concurrency slot: only as many as have room.
-        free = limits.room(pending)
+        free = limits.room(pending, running)
         for record in pending:
             key = record.concurrency_key
             if record.concurrency_limit is not None:

@@ -122,11 +122,7 @@ def update_if_current(record: TaskRecord, names: Sequence[str]) -> bool:
     alias = router.db_for_write(model, instance=record)
     connection = connections[alias]
     fields = [model._meta.get_field(name) for name in names]
-    params = [
-        field.get_db_prep_save(getattr(record, field.attname), connection)
-        for field in fields
-    ]
-    params += [record.pk, record.attempts]
+    params = [*_prepared(record, fields, connection), record.pk, record.attempts]
     sql = _update_sql(model, connection.vendor, alias, tuple(names))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

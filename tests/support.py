@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -100,6 +101,35 @@ def wait_for[T](
                 f"Timed out after {timeout:.0f} s waiting for {message}."
             )
         time.sleep(interval)
+
+
+class Repeating:
+    """Calls ``func`` every ``interval`` seconds in a thread of its own while
+    the ``with`` block runs; then ``finish`` (in that thread, e.g. to close
+    its database connection)."""
+
+    def __init__(
+        self, func: Callable[[], object], interval: float, finish=None
+    ) -> None:
+        self._func, self._interval, self._finish = func, interval, finish
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._repeat, daemon=True)
+
+    def __enter__(self) -> Repeating:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _repeat(self) -> None:
+        try:
+            while not self._stop.wait(self._interval):
+                self._func()
+        finally:
+            if self._finish is not None:
+                self._finish()
 
 
 def wait_finished(result, timeout: float = 30.0):

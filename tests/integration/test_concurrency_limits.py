@@ -13,7 +13,7 @@ from tasks import lifecycle
 from tasks.models import TaskRecord
 from tasks.reconciler import Reconciler
 from tests import tasks
-from tests.support import wait_finished
+from tests.support import Repeating, wait_finished
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -40,35 +40,19 @@ def ran(path) -> list[tuple[float, float]]:
     return [tuple(map(float, line.split()[:2])) for line in tasks.runs(str(path))]
 
 
-class RunningSampler:
+class RunningSampler(Repeating):
     """Samples the number of RUNNING records of a task, in a thread."""
 
     def __init__(self, task_path: str) -> None:
-        self.task_path, self.highest = task_path, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
         from django.db import connection
 
-        try:
-            while not self._stop.wait(0.02):
-                count = (
-                    TaskRecord.objects.running()
-                    .filter(task_path=self.task_path)
-                    .count()
-                )
-                self.highest = max(self.highest, count)
-        finally:
-            connection.close()
+        self.task_path, self.highest = task_path, 0
+        # (connection resolves to the sampling thread's own when called there)
+        super().__init__(self._sample, 0.02, finish=lambda: connection.close())
+
+    def _sample(self) -> None:
+        running = TaskRecord.objects.running().filter(task_path=self.task_path)
+        self.highest = max(self.highest, running.count())
 
 
 def test_claims_stop_at_the_limit_and_resume_when_a_slot_frees():
