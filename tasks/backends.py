@@ -83,17 +83,16 @@ class RecordBackend(BaseTaskBackend):
         the attempt can no longer write its outcome anyway)."""
 
     def check(self, **kwargs):
-        errors = []
         vendor = record_sql.vendor(TaskRecord)
         if vendor not in record_sql.SUPPORTED_VENDORS:
-            errors.append(
+            return [
                 Error(
                     f"TASKS[{self.alias!r}] needs SQLite or PostgreSQL, not {vendor}.",
                     hint="Task claims are UPDATE ... RETURNING statements.",
                     id="tasks.E002",
                 )
-            )
-        return errors
+            ]
+        return []
 
 
 class ChannelsBackend(RecordBackend):
