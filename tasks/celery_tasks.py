@@ -15,15 +15,16 @@ import functools
 import logging
 import os
 import socket
+import threading
 
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded as CeleryTimeLimitExceeded
 from celery.signals import task_prerun, worker_process_init
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
 from django.utils import timezone
 
-from tasks import execution, lifecycle
+from tasks import execution, lifecycle, outage
 from tasks.exceptions import TimeLimitExceeded
 from tasks.models import TaskRecord
 from tasks.monitor import Monitor
@@ -37,13 +38,23 @@ BROKER_PRIORITIES = 10
 
 class RecordTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        """Celery killed the pool child at the hard time limit: record it
-        (this runs in the worker's main process)."""
-        if isinstance(exc, CeleryTimeLimitExceeded):
-            record = TaskRecord.objects.running().filter(pk=args[0]).first()
-            if record is not None:
-                limit = record.get_task().time_limit
-                lifecycle.fail(record, TimeLimitExceeded.after(record.id, limit))
+        """Celery killed the pool child at the hard time limit: record it.
+        This runs in the worker's main process, before the child is ended
+        (so the limit, not how the child ended, is the attempt's error). The
+        main process must not wait out a database outage: then the write is
+        kept, and tried again in a thread of its own."""
+        if not isinstance(exc, CeleryTimeLimitExceeded):
+            return
+        record_it = functools.partial(_record_time_limit, args[0])
+        try:
+            record_it()
+        except DatabaseError as error:
+            if not outage.is_database_outage(error):
+                raise
+            outage.database.failed(error)
+            threading.Thread(
+                target=outage.until_written, args=(record_it,), daemon=True
+            ).start()
 
 
 @shared_task(
@@ -55,16 +66,19 @@ class RecordTask(Task):
 )
 def run_record(record_id: str) -> str:
     """Run one TaskRecord; a duplicate or late delivery is a no-op, and a
-    record at its concurrency limit waits unsent (tasks.limits)."""
-    record = lifecycle.claim(record_id, _worker_id())
+    record at its concurrency limit waits unsent (tasks.limits). Through a
+    database outage the pool process waits (its message unacknowledged) and
+    keeps the attempt's outcome until it is written."""
+    record = outage.until_written(lambda: lifecycle.claim(record_id, _worker_id()))
     if record is None:
-        return "waiting" if lifecycle.wait_for_slot(record_id) else "skipped"
+        waiting = outage.until_written(lambda: lifecycle.wait_for_slot(record_id))
+        return "waiting" if waiting else "skipped"
     try:
         with _monitor().watching(record):
             return str(execution.run_sync(record))
     finally:
         if record.concurrency_limit is not None:
-            lifecycle.pass_slot(record)
+            outage.until_written(lambda: lifecycle.pass_slot(record))
 
 
 @shared_task(name="tasks.reconcile", ignore_result=True)
@@ -115,6 +129,13 @@ def _check_connections(sender=None, **kwargs) -> None:
     Celery's own closing is turned down)."""
     if not getattr(getattr(sender, "request", None), "is_eager", False):
         close_old_connections()
+
+
+def _record_time_limit(record_id: str) -> None:
+    record = TaskRecord.objects.running().filter(pk=record_id).first()
+    if record is not None:
+        limit = record.get_task().time_limit
+        lifecycle.fail(record, TimeLimitExceeded.after(record.id, limit))
 
 
 @functools.cache

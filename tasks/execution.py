@@ -1,8 +1,10 @@
 """Running a claimed record: call the task, then record how the attempt ended.
 
-``run_sync`` (a worker slot's thread, a Celery pool process) and ``run_async``
-(a coroutine task on the worker's event loop) are the only two ways; both
-leave the outcome to tasks.lifecycle.
+``call`` (a worker slot's thread, a Celery pool process) and ``call_async``
+(a coroutine task on the worker's event loop) run the task; ``write_outcome``
+records how it ended through tasks.lifecycle, and keeps that outcome through
+a database outage until it is written (``run_sync`` and ``run_async`` do
+both).
 
 Whatever the task raises is its failure, SystemExit and KeyboardInterrupt
 included: inside a worker they can only come from the task's own code (the
@@ -15,12 +17,15 @@ backend records it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from copy import copy
 from inspect import iscoroutinefunction
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.tasks import TaskContext
 
-from tasks import lifecycle
+from tasks import lifecycle, outage
 from tasks.context import running
 from tasks.models import Status, TaskRecord
 
@@ -28,13 +33,12 @@ from tasks.models import Status, TaskRecord
 def run_sync(record: TaskRecord) -> Status | None:
     """Run a claimed record in this thread (a coroutine task on a new loop).
     Returns the record's new status; None if the attempt lost its record."""
-    return finish(record, *call(record))
+    return write_outcome(record, *call(record))[0]
 
 
 def call(record: TaskRecord) -> tuple[object, BaseException | None]:
     """Call a claimed record's task here: (its value as JSON data, None), or
-    (None, what it raised). The worker records the outcome with ``finish``
-    in the same transaction as its next claim."""
+    (None, what it raised). ``write_outcome`` records it."""
     try:
         task = record.get_task()
         args = _arguments(record, task)
@@ -48,34 +52,66 @@ def call(record: TaskRecord) -> tuple[object, BaseException | None]:
         return None, error
 
 
-def finish(record: TaskRecord, value, error: BaseException | None) -> Status | None:
-    """Record what ``call`` gave: the new status, or None if lost."""
-    if error is not None:
-        return lifecycle.fail(record, error)
-    return Status.SUCCESSFUL if lifecycle.succeed(record, value) else None
-
-
-async def run_async(record: TaskRecord) -> Status | None:
-    """Run a claimed coroutine task on this loop.
+async def call_async(record: TaskRecord) -> tuple[object, BaseException | None]:
+    """``call`` for a coroutine task, on this loop.
 
     Cancelled with an exception as the message (``task.cancel(TimeLimitExceeded
-    (...))``), the attempt fails with that exception; cancelled otherwise (its
-    record was taken away, or the worker is going down), it records nothing.
+    (...))``), the attempt failed with that exception; cancelled otherwise (its
+    record was taken away, or the worker is going down), CancelledError goes
+    on and nothing is to be recorded.
     """
     try:
         task = record.get_task()
         with running(record):
             value = await task.func(*_arguments(record, task), **record.kwargs)
-        value = lifecycle.as_json(value, "return value")
+        return lifecycle.as_json(value, "return value"), None
     except asyncio.CancelledError as cancelled:
         reason = cancelled.args[0] if cancelled.args else None
         if not isinstance(reason, BaseException):
             raise
-        return await _in_thread(lifecycle.fail, record, reason)
+        return None, reason
     except BaseException as error:
-        return await _in_thread(lifecycle.fail, record, error)
-    written = await _in_thread(lifecycle.succeed, record, value)
-    return Status.SUCCESSFUL if written else None
+        return None, error
+
+
+async def run_async(record: TaskRecord) -> Status | None:
+    """``run_sync`` for a coroutine task, on this loop (the write in a thread)."""
+    value, error = await call_async(record)
+    write = sync_to_async(write_outcome, thread_sensitive=False)
+    return (await write(record, value, error))[0]
+
+
+def write_outcome[T](
+    record: TaskRecord,
+    value,
+    error: BaseException | None,
+    then: Callable[[], T] | None = None,
+) -> tuple[Status | None, T | None]:
+    """Record what ``call`` gave: (the new status, or None if the attempt no
+    longer owned its record; what ``then`` returned).
+
+    ``then`` runs in the same transaction (a worker claims its next record
+    with the outcome: one commit per task). Through a database outage the
+    write is tried again until it lands (tasks.outage), each time from the
+    record as it was claimed, so a retry writes exactly what the first try
+    meant to; the conditional write makes a try that had committed after all
+    (the server failed as it answered) change nothing the second time.
+    """
+
+    def write() -> tuple[Status | None, T | None]:
+        if then is None:
+            return finish(copy(record), value, error), None
+        with transaction.atomic():
+            return finish(copy(record), value, error), then()
+
+    return outage.until_written(write)
+
+
+def finish(record: TaskRecord, value, error: BaseException | None) -> Status | None:
+    """Record what ``call`` gave, once: the new status, or None if lost."""
+    if error is not None:
+        return lifecycle.fail(record, error)
+    return Status.SUCCESSFUL if lifecycle.succeed(record, value) else None
 
 
 def is_coroutine_task(record: TaskRecord) -> bool:
@@ -89,7 +125,3 @@ def _arguments(record: TaskRecord, task) -> list:
     if task.takes_context:
         return [TaskContext(task_result=record.to_task_result(task)), *record.args]
     return list(record.args)
-
-
-async def _in_thread(func, *args):
-    return await sync_to_async(func, thread_sensitive=False)(*args)

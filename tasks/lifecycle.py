@@ -123,11 +123,18 @@ def claim_next(targets: record_sql.Targets, worker_id: str) -> TaskRecord | None
 
 
 def heartbeat(records: Iterable[TaskRecord]) -> list[TaskRecord]:
-    """Mark running attempts alive; returns those that no longer own their record."""
+    """Mark running attempts alive, with their latest progress (so a report
+    that failed to be written, the database being down, lands with the next
+    beat); returns those that no longer own their record."""
     now = timezone.now()
     lost = []
     for record in records:
-        if not _running(record).update(heartbeat_at=now):
+        alive = _running(record).update(
+            heartbeat_at=now,
+            progress=record.progress,
+            progress_message=record.progress_message,
+        )
+        if not alive:
             lost.append(record)
     return lost
 

@@ -9,6 +9,11 @@ a no-op task) looks at every attempt the process runs, every CHECK_INTERVAL:
   one that was cancelled, or handed to another worker, is stopped;
 - an attempt past its task's time limit is stopped with TimeLimitExceeded.
 
+An attempt whose task has returned (``finishing``) is only heart-beaten while
+its outcome is written: through a database outage that can take long, and
+its record must not look abandoned meanwhile. A heartbeat that fails is
+tried again at the next check.
+
 Stopping a coroutine attempt cancels it on its loop. A sync attempt cannot be
 interrupted from outside its thread, so for it the monitor records the
 outcome (TimeLimitExceeded) and calls ``end_process``: the worker process
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import os
 import threading
 import time
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from tasks import lifecycle
+from tasks import lifecycle, outage
 from tasks.exceptions import TimeLimitExceeded
 from tasks.models import TaskRecord
 
@@ -46,7 +52,8 @@ class Attempt:
     deadline: float | None  # time.monotonic() after which it is stopped
     time_limit: float | None
     task: asyncio.Task | None = None  # a coroutine attempt's asyncio task
-    stopping: bool = False
+    stopping: bool = False  # the monitor is stopping it
+    finishing: bool = False  # its task returned; its outcome is being written
 
 
 class Monitor:
@@ -56,7 +63,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
-        self._last_beat = 0.0
+        self._last_beat = -math.inf  # the first check beats
 
     @contextmanager
     def watching(
@@ -74,6 +81,17 @@ class Monitor:
             with self._lock:
                 self._attempts.pop(key, None)
 
+    def finishing(self, attempt: Attempt) -> bool:
+        """The attempt's task has returned: from now on the monitor only
+        heart-beats it (never stops it) while its outcome is written, however
+        long a database outage makes that take. False if the monitor was
+        stopping it already (the outcome is then the monitor's to write)."""
+        with self._lock:
+            if attempt.stopping:
+                return False
+            attempt.finishing = True
+            return True
+
     def check(self) -> None:
         """One look at every attempt (the thread's loop body)."""
         with self._lock:
@@ -88,30 +106,30 @@ class Monitor:
                         attempt.record.id, attempt.time_limit
                     )
                     self._stop(attempt, limit)
-        for record in self._lost([a.record for a in attempts if not a.stopping]):
-            attempt = next(a for a in attempts if a.record is record)
-            with self._lock:
-                # Its record may have been finished by the attempt itself
-                # since the list was taken: only a running one was lost.
-                running = id(attempt) in self._attempts
-            if running:
-                self._stop(attempt, None)
+        for record in self._lost([a.record for a in attempts]):
+            self._stop(next(a for a in attempts if a.record is record), None)
 
     def _lost(self, records: list[TaskRecord]) -> list[TaskRecord]:
-        if not records:
-            return []
         now = time.monotonic()
         if now - self._last_beat >= settings.TASKS_HEARTBEAT_SECONDS:
-            self._last_beat = now
-            return lifecycle.heartbeat(records)
+            lost = lifecycle.heartbeat(records)
+            self._last_beat = now  # (not after a failed beat: tried again soon)
+            outage.database.answered()
+            return lost
         if self._end_process is None:
             return []
         owned = {id(record) for record in lifecycle.still_owned(records)}
+        outage.database.answered()
         return [record for record in records if id(record) not in owned]
 
     def _stop(self, attempt: Attempt, reason: BaseException | None) -> None:
-        """Stop an attempt: ``reason`` is its failure, None if it lost its record."""
-        attempt.stopping = True
+        """Stop an attempt: ``reason`` is its failure, None if it lost its
+        record. Not one that has ended or is writing its outcome meanwhile
+        (it was looked at before: only a running one is stopped)."""
+        with self._lock:
+            if attempt.finishing or id(attempt) not in self._attempts:
+                return
+            attempt.stopping = True
         record = attempt.record
         if reason is None:
             logger.warning("Task id=%s: its record was taken away; stopping", record.id)
@@ -122,12 +140,10 @@ class Monitor:
         if self._end_process is None:
             return
         if reason is not None:
-            # The slot's thread still holds ``record``: write from a copy.
-            lifecycle.fail(copy.copy(record), reason)
-        with self._lock:
-            running = id(attempt) in self._attempts
-        if running:  # (not if it finished meanwhile, on its own)
-            self._end_process(f"to stop task id={record.id}")
+            # The slot's thread still holds ``record``: write from a copy,
+            # and through an outage, before this process ends.
+            outage.until_written(lambda: lifecycle.fail(copy.copy(record), reason))
+        self._end_process(f"to stop task id={record.id}")
 
     def _ensure_thread(self) -> None:
         if self._thread is None or self._pid != os.getpid():
@@ -142,8 +158,13 @@ class Monitor:
             time.sleep(CHECK_INTERVAL)
             try:
                 self.check()
-            except Exception:
-                logger.warning("Monitoring running tasks failed", exc_info=True)
+            except Exception as error:
+                if not outage.is_database_outage(error):
+                    logger.warning("Monitoring running tasks failed", exc_info=True)
+                    continue
+                # Heart-beaten again at the next check, once the database is back.
+                outage.database.failed(error)
+                outage.drop_broken_connections()
 
 
 def _attempt(record: TaskRecord, task: asyncio.Task | None) -> Attempt:

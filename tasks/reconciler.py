@@ -3,11 +3,13 @@
 Workers claim READY records from the database, so no Channels record waits on
 a lost wake-up. Three things still need a sweep from outside:
 
-- a RUNNING record whose worker stopped heart-beating (killed with its
-  supervisor, a machine lost, a hung process) is handed back: READY again
-  until the task's attempt limit, then FAILED with WorkerLost. (A worker
-  process that dies under a supervisor is handed back by the supervisor at
-  once; this catches the rest.)
+- a RUNNING record whose attempt stopped heart-beating (its worker killed
+  with its supervisor, a machine lost, a hung process, or an attempt that no
+  slot of a live process holds) is handed back: READY again until the
+  task's attempt limit, then FAILED with WorkerLost. (A worker process that
+  dies under a supervisor is handed back by the supervisor at once; this
+  catches the rest.) Right after a database outage no heartbeat is judged
+  for one stale grace: no worker could write one while it lasted.
 - finished records past their retention are deleted, a few batches per
   sweep (tasks.retention).
 - a Celery record is only run when Celery delivers its message: one never
@@ -27,16 +29,21 @@ from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from tasks import lifecycle, limits, retention
+from tasks import lifecycle, limits, outage, retention
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "tasks:reconciler:lock"
+# A sweep that met a database outage marks it here; the first sweep after it
+# turns the mark into RETURN_KEY, which lives for the stale grace.
+OUTAGE_KEY = "tasks:reconciler:database-down"
+RETURN_KEY = "tasks:reconciler:database-back"
+OUTAGE_MEMORY = 24 * 3600
 BATCH = 500
 # Seconds of each sweep spent deleting expired records (tasks.retention), in
 # batches: a backlog of them is worked off over a few sweeps.
@@ -50,6 +57,7 @@ class SweepReport:
     failed: int = 0
     pruned: int = 0
     skipped: bool = False  # another process holds the lock
+    unavailable: str = ""  # "Database" or "Redis": the sweep could not run
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,18 +71,37 @@ class Reconciler:
         self._token = uuid.uuid4().hex
 
     def sweep(self) -> SweepReport:
-        """One pass; a failure on one record is logged and never stops the rest."""
+        """One pass; a failure on one record is logged and never stops the
+        rest. Through an outage of the database or Redis the pass stops (the
+        outage is logged once) and the next one starts over."""
         lock_ttl = max(int(self.stale_after.total_seconds()), 10)
-        if not self._redis.set(LOCK_KEY, self._token, nx=True, ex=lock_ttl):
-            return SweepReport(skipped=True)
         try:
-            report = SweepReport()
-            self._recover_stale(report)
+            if not self._redis.set(LOCK_KEY, self._token, nx=True, ex=lock_ttl):
+                return SweepReport(skipped=True)
+        except redis.RedisError as error:
+            outage.redis.failed(error)
+            return SweepReport(unavailable=outage.redis.name)
+        outage.redis.answered()
+        report = SweepReport()
+        try:
+            close_old_connections()  # one broken in the last outage, say
+            if self._heartbeats_can_be_judged():
+                self._recover_stale(report)
             self._redeliver(report)
             self._prune(report)
             _checkpoint_sqlite()
+        except DatabaseError as error:
+            if not outage.is_database_outage(error):
+                raise
+            outage.database.failed(error)
+            self._remember_outage()
+            return SweepReport(unavailable=outage.database.name)
+        except redis.RedisError as error:
+            outage.redis.failed(error)
+            return SweepReport(unavailable=outage.redis.name)
         finally:
             self._release()
+        outage.database.answered()
         if report.resent or report.requeued or report.failed or report.pruned:
             logger.info("Reconciler: %s", report.as_dict())
         return report
@@ -89,6 +116,9 @@ class Reconciler:
             time.sleep(interval)
 
     def _recover_stale(self, report: SweepReport) -> None:
+        """Hand back each RUNNING record whose own attempt stopped
+        heart-beating, whether or not its worker process is alive (an attempt
+        no slot holds any more has no one to beat for it)."""
         now = timezone.now()
         for record in TaskRecord.objects.stale(now, self.stale_after)[:BATCH]:
             reason = (
@@ -97,11 +127,35 @@ class Reconciler:
             )
             try:
                 status = lifecycle.hand_back(record, reason)
-            except Exception:
-                logger.exception("Could not recover task id=%s", record.id)
+            except Exception as error:
+                _log_unless_outage(error, "Could not recover task id=%s", record.id)
                 continue
             report.requeued += status == Status.READY
             report.failed += status == Status.FAILED
+
+    def _heartbeats_can_be_judged(self) -> bool:
+        """Not while the database has been back for less than the stale
+        grace: no worker could write a heartbeat during the outage, and each
+        needs a moment to beat again. Seen by any process that sweeps: the
+        marks are in Redis."""
+        down, back = self._redis.mget(OUTAGE_KEY, RETURN_KEY)
+        if down is not None:
+            grace = max(int(self.stale_after.total_seconds()), 1)
+            pipe = self._redis.pipeline()
+            pipe.set(RETURN_KEY, 1, ex=grace).delete(OUTAGE_KEY).execute()
+            logger.info(
+                "Database back: running tasks are judged by their heartbeats "
+                "again in %d s",
+                grace,
+            )
+            return False
+        return back is None
+
+    def _remember_outage(self) -> None:
+        try:
+            self._redis.set(OUTAGE_KEY, 1, ex=OUTAGE_MEMORY)
+        except redis.RedisError as error:
+            outage.redis.failed(error)
 
     def _redeliver(self, report: SweepReport) -> None:
         now = timezone.now()
@@ -125,19 +179,30 @@ class Reconciler:
                 free[key] -= 1
             try:
                 report.resent += lifecycle.redeliver(record, now)
-            except Exception:
-                logger.exception("Could not re-send task id=%s", record.id)
+            except Exception as error:
+                _log_unless_outage(error, "Could not re-send task id=%s", record.id)
 
     def _prune(self, report: SweepReport) -> None:
         try:
             report.pruned = retention.prune(budget=PRUNE_BUDGET)
-        except Exception:
-            logger.exception("Could not prune finished records")
+        except Exception as error:
+            _log_unless_outage(error, "Could not prune finished records")
 
     def _release(self) -> None:
         # Release only our own lock (it may have expired and been taken).
-        if self._redis.get(LOCK_KEY) == self._token.encode():
-            self._redis.delete(LOCK_KEY)
+        try:
+            if self._redis.get(LOCK_KEY) == self._token.encode():
+                self._redis.delete(LOCK_KEY)
+        except redis.RedisError as error:
+            outage.redis.failed(error)  # the lock expires by itself
+
+
+def _log_unless_outage(error: Exception, message: str, *args) -> None:
+    """Log one record's failure with its traceback; an outage of the
+    database goes on up, to stop the sweep (logged once)."""
+    if outage.is_database_outage(error):
+        raise error
+    logger.exception(message, *args)
 
 
 def _checkpoint_sqlite() -> None:

@@ -27,13 +27,14 @@ from celery.schedules import ParseException, crontab
 from django.conf import settings
 from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.tasks import Task, TaskResult
 from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from project.env import parse_duration
+from tasks import outage
 from tasks.exceptions import JobSystemError
 from tasks.models import ScheduleState
 
@@ -65,8 +66,19 @@ class ScheduleError(JobSystemError, ImproperlyConfigured):
 
 @shared_task(name="tasks.run_schedules", ignore_result=True)
 def run_schedules() -> dict[str, str]:
-    """Celery beat's one entry for every schedule (settings' "run-schedules")."""
-    return run_due(timezone.now())
+    """Celery beat's one entry for every schedule (settings' "run-schedules").
+    While the database is down a check does nothing (the outage is logged
+    once); a tick missed meanwhile fires at the first check after it."""
+    try:
+        fired = run_due(timezone.now())
+    except DatabaseError as error:
+        if not outage.is_database_outage(error):
+            raise
+        outage.database.failed(error)
+        outage.drop_broken_connections()
+        return {}
+    outage.database.answered()
+    return fired
 
 
 def run_due(now: datetime) -> dict[str, str]:
@@ -81,7 +93,9 @@ def run_due(now: datetime) -> dict[str, str]:
     for schedule in schedules:
         try:
             task_id = _advance(schedule, states.get(schedule.name), now)
-        except Exception:
+        except Exception as error:
+            if outage.is_database_outage(error):
+                raise  # the others would fail alike
             logger.exception("Schedule %s could not be advanced.", schedule.name)
             continue
         if task_id:
@@ -307,6 +321,8 @@ def _fire(schedule: Schedule, planned: datetime, now: datetime) -> str | None:
                 last_task_id=result.id, last_error=""
             )
     except Exception as error:
+        if outage.is_database_outage(error):
+            raise  # rolled back: the tick stays due, for the next check
         logger.exception("Schedule %s: enqueue failed.", schedule.name)
         _claim(
             schedule.name,

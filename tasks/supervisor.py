@@ -11,8 +11,9 @@ fork could copy a lock some other thread holds, so the child is started as a
 new process instead (``runworker ... --child ID``).
 
 When a child exits, the records it was running are handed back at once
-(READY again, or FAILED at their attempt limit), not after the stale-heartbeat
-grace, and a new child starts: at once if the child ended itself to stop a
+(READY again, or FAILED at their attempt limit; through a database outage,
+as soon as it ends), not after the stale-heartbeat grace, and a new child
+starts: at once if the child ended itself to stop a
 task (time limit, cancel), else after a backoff that doubles while children
 keep dying young.
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 from django.db import close_old_connections, connections
 
-from tasks import lifecycle
+from tasks import lifecycle, outage
 from tasks.worker import STOPPED_TASK_EXIT, Worker, new_worker_id
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Supervisor:
         self.concurrency = concurrency
         self._children: dict[int, Child] = {}
         self._restarts: dict[int, tuple[float, int]] = {}  # index: (when, deaths)
+        self._exited: list[tuple[Child, int]] = []  # (child, exit code) to hand back
         self._signals = 0
         self._wake = threading.Event()
 
@@ -92,10 +94,11 @@ class Supervisor:
         )
         for index in range(self.processes):
             self._start(index)
-        while self._children or (self._restarts and not self._signals):
+        while self._busy():
             self._wake.wait(1.0)
             self._wake.clear()
             self._reap()
+            self._hand_back_exited()
             self._restart_due()
         logger.info("Supervisor: every worker process has stopped")
         return 0
@@ -141,26 +144,45 @@ class Supervisor:
             logging.shutdown()
             os._exit(code)
 
+    def _busy(self) -> bool:
+        """Children run, one is to restart, or the records of one that exited
+        are still to hand back (not after a second signal: abandon them)."""
+        restarting = self._restarts and not self._signals
+        handing_back = self._exited and self._signals < 2
+        return bool(self._children or restarting or handing_back)
+
     def _reap(self) -> None:
         for pid, child in list(self._children.items()):
             code = child.exit_code()
             if code is None:
                 continue
             del self._children[pid]
-            self._hand_back(child, code)
+            self._exited.append((child, code))
             if not self._signals:
                 self._schedule_restart(child, code)
 
-    def _hand_back(self, child: Child, code: int) -> None:
-        reason = f"Worker process {child.worker_id} {_describe_exit(code)}."
-        close_old_connections()
-        try:
-            count = lifecycle.hand_back_worker(child.worker_id, reason)
-        except Exception:
-            logger.exception("Could not hand back the tasks of %s", child.worker_id)
-            return
-        level = logging.INFO if code in (0, STOPPED_TASK_EXIT) else logging.WARNING
-        logger.log(level, "%s %d running task(s) handed back.", reason, count)
+    def _hand_back_exited(self) -> None:
+        """Hand back the records of the children that exited, oldest first.
+        Through a database outage they wait, and are tried at each wake."""
+        while self._exited:
+            child, code = self._exited[0]
+            reason = f"Worker process {child.worker_id} {_describe_exit(code)}."
+            close_old_connections()
+            try:
+                count = lifecycle.hand_back_worker(child.worker_id, reason)
+            except Exception as error:
+                if outage.is_database_outage(error):
+                    outage.database.failed(error)
+                    outage.drop_broken_connections()
+                    return
+                logger.exception("Could not hand back the tasks of %s", child.worker_id)
+            else:
+                outage.database.answered()
+                level = (
+                    logging.INFO if code in (0, STOPPED_TASK_EXIT) else logging.WARNING
+                )
+                logger.log(level, "%s %d running task(s) handed back.", reason, count)
+            self._exited.pop(0)
 
     def _schedule_restart(self, child: Child, code: int) -> None:
         if code == STOPPED_TASK_EXIT:

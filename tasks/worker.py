@@ -13,6 +13,12 @@ event loop; coroutine tasks come back to the loop, which also handles signals.
 A tasks.monitor.Monitor watches every running attempt, and ends this process
 (exit code STOPPED_TASK_EXIT) to stop a sync task past its time limit or
 cancelled while running; tasks.supervisor then starts a new one.
+
+Through an outage of the database or Redis a slot waits and tries again; an
+attempt whose task has returned keeps its outcome until the database takes
+it (tasks.outage), heart-beaten by the monitor meanwhile, and its slot claims
+nothing new until then. Only a process that dies with an outcome unwritten
+leaves its record to be handed back.
 """
 
 from __future__ import annotations
@@ -20,25 +26,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, connections
 
-from tasks import execution, lifecycle, registry, transport
+from tasks import execution, lifecycle, outage, registry, transport
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 from tasks.monitor import Monitor
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_START = 0.1
-BACKOFF_CAP = 5.0
 # Exit code of a worker that ended itself to stop a task (not a crash).
 STOPPED_TASK_EXIT = 3
 
@@ -119,7 +123,7 @@ class Worker:
         await loop.run_in_executor(self._slots, self._serve_in_thread, popper, loop)
 
     def _serve_in_thread(self, popper, loop: asyncio.AbstractEventLoop) -> None:
-        delay, claimed = BACKOFF_START, None
+        delay, claimed = outage.BACKOFF_START, None
         while not self._stopping or claimed is not None:
             try:
                 outcome, claimed = self._take(popper, claimed)
@@ -127,18 +131,19 @@ class Worker:
                     coroutine = self._run_coroutine(outcome)
                     outcome = asyncio.run_coroutine_threadsafe(coroutine, loop).result()
             except Exception as error:
-                claimed = None  # a failed write rolled back its claim too
-                time.sleep(delay)
-                delay = _backed_off(error, delay)
+                claimed = None  # (only a claim or a wait can fail: nothing held)
+                _report(error)
+                outage.pause(delay)
+                delay = _next_delay(error, delay)
                 continue
-            delay = BACKOFF_START
+            delay = outage.BACKOFF_START
             self._count(outcome)
 
     async def _slot_on_loop(self, waiter) -> None:
         """A slot for a layer read through its own receive: it claims and runs
         sync tasks in a thread, and waits for wake-ups on the loop."""
         loop = asyncio.get_running_loop()
-        delay, claimed = BACKOFF_START, None
+        delay, claimed = outage.BACKOFF_START, None
         while not self._stopping or claimed is not None:
             try:
                 outcome, claimed = await loop.run_in_executor(
@@ -148,12 +153,14 @@ class Worker:
                     outcome = await self._run_coroutine(outcome)
                 elif outcome is _NOTHING:
                     await waiter.wait()
+                    outage.redis.answered()
             except Exception as error:
-                claimed = None  # a failed write rolled back its claim too
-                await asyncio.sleep(delay)
-                delay = _backed_off(error, delay)
+                claimed = None
+                _report(error)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311
+                delay = _next_delay(error, delay)
                 continue
-            delay = BACKOFF_START
+            delay = outage.BACKOFF_START
             self._count(outcome)
 
     def _take(
@@ -170,33 +177,50 @@ class Worker:
             return _NOTHING, None
         if execution.is_coroutine_task(record):
             return record, None
-        with self.monitor.watching(record):
+        with self.monitor.watching(record) as attempt:
             value, error = execution.call(record)
-        with transaction.atomic():
-            outcome = execution.finish(record, value, error)
-            following = None if self._stopping else self._claim_now()
-        return outcome, following
+            if not self.monitor.finishing(attempt):
+                # The monitor is stopping this attempt (its time limit, or its
+                # record taken away) by ending the process: claim nothing more.
+                self.stop()
+                return None, None
+            # Kept, and written once the database answers; until then the
+            # monitor heart-beats the attempt and this slot claims nothing.
+            return execution.write_outcome(record, value, error, then=self._claim_next)
 
     def _claim(self, popper) -> TaskRecord | None:
         close_old_connections()  # drops broken or aged connections only
         record = self._claim_now()
+        outage.database.answered()
         if record is None and popper is not None and not self._stopping:
             popper.pop()
+            outage.redis.answered()
             record = self._claim_now()
         return record
 
     def _claim_now(self) -> TaskRecord | None:
         return lifecycle.claim_next(self.targets, self.worker_id)
 
+    def _claim_next(self) -> TaskRecord | None:
+        """The next record, claimed with an outcome (none once stopping)."""
+        return None if self._stopping else self._claim_now()
+
     async def _run_coroutine(self, record: TaskRecord) -> Status | None:
-        attempt = asyncio.ensure_future(execution.run_async(record))
-        with self.monitor.watching(record, task=attempt):
+        running = asyncio.ensure_future(execution.call_async(record))
+        with self.monitor.watching(record, task=running) as attempt:
             try:
-                return await attempt
+                value, error = await running
             except asyncio.CancelledError:
                 if asyncio.current_task().cancelling():
                     raise  # this slot itself is being cancelled
                 return None  # the attempt lost its record and was stopped
+            # A cancel that came too late changed nothing: write what it gave.
+            self.monitor.finishing(attempt)
+            loop = asyncio.get_running_loop()
+            written = await loop.run_in_executor(
+                None, execution.write_outcome, record, value, error
+            )
+        return written[0]
 
     def _on_signal(self, signum: int) -> None:
         if self._stopping:
@@ -233,11 +257,24 @@ def _quietly(func, *args) -> None:
         logger.debug("Worker registry not updated: %s", error)
 
 
-def _backed_off(error: Exception, delay: float) -> float:
-    """Log a slot's failure (Redis or the database unreachable: nothing is
-    lost, the records decide); the next delay before it tries again."""
-    logger.warning("Worker slot failed (%s); trying again", error)
-    return min(delay * 2, BACKOFF_CAP)
+def _report(error: Exception) -> None:
+    """Log a slot's failure: an outage of the database or Redis once (nothing
+    is lost, the records decide), anything else each time."""
+    if outage.is_database_outage(error):
+        outage.database.failed(error)
+    elif outage.is_redis_outage(error):
+        outage.redis.failed(error)
+    else:
+        logger.exception("Worker slot failed; trying again")
+
+
+def _next_delay(error: Exception, delay: float) -> float:
+    """How long a slot waits before it tries again: while Redis is down, as
+    long as a wake-up wait (it claims from the database meanwhile); else
+    twice as long as last time, up to a cap."""
+    if outage.is_redis_outage(error):
+        return transport.POP_WAIT
+    return min(delay * 2, outage.BACKOFF_CAP)
 
 
 def new_worker_id() -> str:

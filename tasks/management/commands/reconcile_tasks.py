@@ -1,7 +1,7 @@
 """``manage.py reconcile_tasks [--loop]``: re-send lost work, recover dead workers."""
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from tasks.reconciler import Reconciler
 
@@ -28,6 +28,11 @@ class Command(BaseCommand):
             except KeyboardInterrupt:
                 return
         report = reconciler.sweep()
+        if report.unavailable:
+            raise CommandError(
+                f"{report.unavailable} unavailable: nothing done (the cause is "
+                "logged above)."
+            )
         self.stdout.write(
             "Another reconciler is sweeping; nothing done."
             if report.skipped
