@@ -32,11 +32,12 @@ import json
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from copy import copy
 from datetime import datetime, timedelta
 from traceback import format_exception
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.db.models import F
 from django.tasks import Task, TaskResult, task_backends
 from django.tasks.backends.base import BaseTaskBackend
@@ -61,15 +62,16 @@ def create(backend: BaseTaskBackend, task: Task, args, kwargs) -> TaskResult:
     instead (nothing written, nothing sent). Raises TypeError (nothing
     stored) for arguments that are not JSON data."""
     record = _new_record(backend, task, args, kwargs, timezone.now())
-    if record.unique_key is None:
-        record_sql.insert(record)
-    else:
-        existing = _insert_unique(record)
-        if existing is not None:
-            return existing.to_task_result()  # its own task (queue, priority)
-    _after_commit(lambda: _committed([record]))
-    result = record.to_task_result(task)
-    task_enqueued.send(type(backend), task_result=result)
+    with _visible_once_announced():
+        if record.unique_key is None:
+            record_sql.insert(record)
+        else:
+            existing = _insert_unique(record)
+            if existing is not None:
+                return existing.to_task_result()  # its own task (queue, priority)
+        _after_commit(lambda: _committed([record]))
+        result = record.to_task_result(task)
+        task_enqueued.send(type(backend), task_result=result)
     return result
 
 
@@ -82,21 +84,22 @@ def create_many(
     active equal job's where there is one: equal calls in ``calls`` share one)."""
     records = _new_records(backend, task, calls, timezone.now())
     unique = any(record.unique_key is not None for record in records)
-    written = record_sql.insert_many(records, if_absent=unique)
-    new = [record for record in records if record.pk in written]
-    if len(new) < len(records):
-        records = _with_active_equals(records, written)
-    _after_commit(lambda: _committed(new))
-    written_by_us = {record.pk for record in new}
-    results = {}
-    for record in records:
-        if record.pk not in results:
-            # An equal job found active reads as its own task.
-            own = task if record.pk in written_by_us else None
-            results[record.pk] = record.to_task_result(own)
-    sender = type(backend)
-    for record in new:
-        task_enqueued.send(sender, task_result=results[record.pk])
+    with _visible_once_announced():
+        written = record_sql.insert_many(records, if_absent=unique)
+        new = [record for record in records if record.pk in written]
+        if len(new) < len(records):
+            records = _with_active_equals(records, written)
+        _after_commit(lambda: _committed(new))
+        written_by_us = {record.pk for record in new}
+        results = {}
+        for record in records:
+            if record.pk not in results:
+                # An equal job found active reads as its own task.
+                own = task if record.pk in written_by_us else None
+                results[record.pk] = record.to_task_result(own)
+        sender = type(backend)
+        for record in new:
+            task_enqueued.send(sender, task_result=results[record.pk])
     return [results[record.pk] for record in records]
 
 
@@ -606,6 +609,15 @@ def _retrying(record: TaskRecord, error: BaseException, retry_at: datetime) -> N
         events.publish(record)
 
     _after_commit(announce)
+
+
+def _visible_once_announced() -> AbstractContextManager:
+    """Where new records are written and their ``task_enqueued`` sent: in
+    the caller's transaction, or else in one of their own, so that no worker
+    can see a record (and send ``task_started``) before ``task_enqueued`` was
+    sent for it, and the wake-ups go once both are done."""
+    connection = transaction.get_connection(router.db_for_write(TaskRecord))
+    return nullcontext() if connection.in_atomic_block else transaction.atomic()
 
 
 def _after_commit(announce) -> None:

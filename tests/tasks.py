@@ -12,6 +12,7 @@ from pathlib import Path
 from django.db import connection
 from django.db.backends.signals import connection_created
 from django.tasks import task
+from django.tasks.signals import task_started
 
 from tasks.exceptions import TimeLimitExceeded
 from tasks.progress import report_progress
@@ -26,6 +27,26 @@ def runs(path: str) -> list[str]:
     """Lines written by tasks to ``path`` (one per run)."""
     file = Path(path)
     return file.read_text().splitlines() if file.exists() else []
+
+
+def signal_logger(path: str, name: str):
+    """A receiver of a task signal that appends ``"<name> <task id>"`` to
+    ``path``. Processes share the file: its lines are in the order the
+    signals were sent, whichever process sent them."""
+
+    def receiver(sender, task_result, **kwargs) -> None:
+        _mark(path, f"{name} {task_result.id}")
+
+    return receiver
+
+
+# A worker process started with TEST_SIGNAL_LOG logs its task_started there
+# (connected when a worker first imports this module, to run a task: before
+# that task's task_started is sent).
+if os.environ.get("TEST_SIGNAL_LOG"):
+    task_started.connect(
+        signal_logger(os.environ["TEST_SIGNAL_LOG"], "started"), weak=False
+    )
 
 
 @task(queue_name="default")
