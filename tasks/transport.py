@@ -141,6 +141,17 @@ async def _send_while_room(layer, channel: str, messages: list[dict]) -> int:
     return sent
 
 
+def release(layer) -> None:
+    """Close the connections this process' layer thread holds for ``layer``,
+    a layer instance being replaced (by a test's own, or new settings)."""
+    if not _LoopThread.running() or not hasattr(layer, "close_pools"):
+        return
+    try:
+        _run(layer.close_pools())
+    except Exception as error:  # Redis gone meanwhile: nothing left to close
+        logger.debug("Could not close a replaced layer's connections: %s", error)
+
+
 def _run(coroutine: Coroutine) -> Any:
     """Run on the layer thread's loop and wait (never this thread's own loop,
     so waiting cannot deadlock)."""
@@ -158,6 +169,11 @@ class _LoopThread:
     _lock = threading.Lock()
     _loop: asyncio.AbstractEventLoop | None = None
     _pid: int | None = None
+
+    @classmethod
+    def running(cls) -> bool:
+        """Whether this process has started its layer thread."""
+        return cls._loop is not None and cls._pid == os.getpid()
 
     @classmethod
     def get(cls) -> asyncio.AbstractEventLoop:

@@ -50,6 +50,26 @@ def _fresh_redis(request):
         redis.Redis.from_url(server.url).flushall()
 
 
+@pytest.fixture(autouse=True)
+def _own_channel_layer():
+    """Each test gets channel-layer instances of its own. channels-redis keeps
+    asyncio locks (per channel, and for receiving) and per-loop connection
+    pools on the instance; each async test runs on an event loop of its own,
+    and a lock first waited on under one test's loop fails under the next
+    one's ("... is bound to a different event loop"). The connections a
+    test's layer opened on the job system's layer thread (which outlives
+    tests, as it outlives requests in a server) are closed after it."""
+    from channels.layers import channel_layers
+
+    from tasks import transport
+
+    channel_layers.backends = {}
+    yield
+    for layer in channel_layers.backends.values():
+        transport.release(layer)
+    channel_layers.backends = {}
+
+
 def _use_redis(url: str) -> None:
     from channels.layers import channel_layers
 
