@@ -14,6 +14,7 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from realtime.middleware import DatabaseOutageGuard  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from tasks.routing import channel_routes  # noqa: E402
 
@@ -31,7 +32,7 @@ application = ProtocolTypeRouter(
     {
         "http": _http_app(),
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            DatabaseOutageGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
         "channel": ChannelNameRouter(channel_routes),
     }

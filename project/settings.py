@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that its 503 stands for any database outage met below it.
+    "project.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -86,9 +88,15 @@ ASGI_APPLICATION = "project.asgi.application"
 # makes writers queue, and IMMEDIATE transactions take the write lock up front
 # (a DEFERRED transaction that reads then writes fails at once with "database
 # is locked" when another process writes).
+#
+# How long a statement waits for a lock another connection holds (SQLite's
+# busy timeout, PostgreSQL's lock_timeout), in seconds. Past it the statement
+# fails: a request answers 503, a worker keeps what it was writing and tries
+# again (tasks.outage).
+DB_LOCK_TIMEOUT = env.get_float("DJANGO_DB_LOCK_TIMEOUT", 20.0)
 
 _SQLITE_OPTIONS = {
-    "timeout": 20,
+    "timeout": DB_LOCK_TIMEOUT,
     "transaction_mode": "IMMEDIATE",
     # Checkpoints (which fsync) are left to the reconciler's periodic sweep,
     # off the workers' hot path; 20000 pages (~80 MB) is only a backstop.
@@ -100,12 +108,35 @@ _SQLITE_OPTIONS = {
 DATABASE_URL = env.get_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # psycopg 3's pool in every process (web and workers): a thread takes a
-    # connection for a request or a task's statements and gives it back,
-    # instead of opening one (a few ms on PostgreSQL) or holding one idle.
     DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": env.get_int("DJANGO_DB_POOL_SIZE", 10)}
+        # psycopg 3's pool in every process (web and workers): a thread takes
+        # a connection for a request or a task's statements and gives it back,
+        # instead of opening one (a few ms on PostgreSQL) or holding one idle.
+        "pool": {
+            "min_size": 1,
+            "max_size": env.get_int("DJANGO_DB_POOL_SIZE", 10),
+            # How long a request or a task waits for a connection: while the
+            # server is down, how long before a request answers 503.
+            "timeout": env.get_float("DJANGO_DB_POOL_TIMEOUT", 5.0),
+            # A background reconnect gives up this soon, and the next request
+            # starts a new one at once: the pool's own backoff doubles up to
+            # this bound, and after a long outage would wait up to half its
+            # length before trying again.
+            "reconnect_timeout": 2.0,
+        },
+        "connect_timeout": 5,
+        "options": f"-c lock_timeout={round(DB_LOCK_TIMEOUT * 1000)}",
+        # A connection cut silently (a firewall, a failed-over host) is found
+        # dead in about a minute instead of TCP's quarter of an hour.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
     }
+    # Each connection taken from the pool is checked first (one round trip):
+    # after a restart of the server the pool's connections are all broken,
+    # and unchecked, each would fail one request before being replaced.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = dict(_SQLITE_OPTIONS)
     # A file, not ":memory:", so worker subprocesses see the test database.
@@ -420,5 +451,8 @@ LOGGING = {
         "django": {"level": LOG_LEVEL},
         "django.tasks": {"level": LOG_LEVEL},
         "asyncio": {"level": "WARNING"},
+        # The pool logs a warning per failed reconnect while the database is
+        # down; each process logs the outage once itself (tasks.outage).
+        "psycopg.pool": {"level": "ERROR"},
     },
 }

@@ -13,9 +13,12 @@ from channels.generic.websocket import (
     AsyncWebsocketConsumer,
 )
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 from prometheus_client import Gauge
 
+from realtime.middleware import CLOSE_UNAVAILABLE
+from tasks import outage
 from tasks.events import owner_group, task_group, task_update
 from tasks.models import TaskRecord
 
@@ -29,6 +32,7 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4401  # not signed in (any more): log in again
 CLOSE_TOO_MANY_FRAMES = 4429  # more than REALTIME_MAX_FRAMES per window
+# CLOSE_UNAVAILABLE (4503, realtime.middleware): the database is down.
 
 
 class CountedSockets:
@@ -100,7 +104,9 @@ class JobEventsConsumer(CountedSockets, AsyncJsonWebsocketConsumer):
         tasks = []
         if self.follows_all:
             await self.join(owner_group(user.pk))  # first: no event is missed
-            tasks = await snapshot(user)
+            tasks = await self.unless_unavailable(snapshot(user))
+            if tasks is UNAVAILABLE:
+                return
         for state in tasks:
             self.sent_seq[state["id"]] = state["seq"]
         await self.send_json({"type": "snapshot", "tasks": tasks})
@@ -134,7 +140,9 @@ class JobEventsConsumer(CountedSockets, AsyncJsonWebsocketConsumer):
         elif action == "unsubscribe":
             await self.unsubscribe(task_id)
         else:
-            state = await own_task_state(self.scope["user"], task_id)
+            own = own_task_state(self.scope["user"], task_id)
+            if (state := await self.unless_unavailable(own)) is UNAVAILABLE:
+                return
             if state is None:
                 await self.send_error(f"No task of yours has the id {task_id[:64]!r}.")
             else:
@@ -208,7 +216,21 @@ class JobEventsConsumer(CountedSockets, AsyncJsonWebsocketConsumer):
     async def send_error(self, message):
         await self.send_json({"type": "error", "error": message})
 
+    async def unless_unavailable(self, read):
+        """Await a database ``read``; through an outage, close the socket
+        with CLOSE_UNAVAILABLE (the page reconnects, and gets a fresh
+        snapshot) and return UNAVAILABLE."""
+        try:
+            return await read
+        except DatabaseError as error:
+            if not outage.is_database_outage(error):
+                raise
+            outage.database.failed(error)
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return UNAVAILABLE
 
+
+UNAVAILABLE = object()  # what a database read gave while the database was down
 USAGE = 'Send a JSON object: {"action": "subscribe", "task": "<task id>"}.'
 ACTIONS = ("subscribe", "unsubscribe")
 

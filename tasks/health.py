@@ -30,14 +30,17 @@ _lock = threading.Lock()
 
 
 def report() -> dict:
-    """{"ok": bool, "checks": {name: {"ok", "ms", "error"?}}, "queues": [...]}"""
+    """{"ok": bool, "failing": [names], "checks": {name: {"ok", "ms",
+    "error"?}}, "queues": [...]}"""
     global _last
     with _lock:
         if _last is not None and time.monotonic() - _last[0] < KEEP_FOR:
             return _last[1]
         checks = {name: _timed(check) for name, check in CHECKS.items()}
+        failing = [name for name, check in checks.items() if not check["ok"]]
         answer = {
-            "ok": all(check["ok"] for check in checks.values()),
+            "ok": not failing,
+            "failing": failing,
             "checks": checks,
             "queues": _queues(checks["database"]["ok"]),
         }

@@ -8,12 +8,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tasks import health, metrics
 
+# What a load balancer is told to wait before asking again after a 503.
+RETRY_AFTER_SECONDS = 5
+
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when every dependency answers, else 503; with each queue's backlog."""
+    """200 when every dependency answers, else 503 naming the failing ones;
+    with each queue's backlog."""
     answer = health.report()
-    return JsonResponse(answer, status=200 if answer["ok"] else 503)
+    if answer["ok"]:
+        return JsonResponse(answer)
+    response = JsonResponse(answer, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 @require_GET

@@ -91,6 +91,19 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.stop()
 
 
+@pytest.fixture
+def postgres(postgres_server) -> Iterator[PostgresServer]:
+    """The session's server, for a test that stops it: running again after
+    the test, whatever the test did, and this process reconnected."""
+    from django.db import close_old_connections, connection
+
+    yield postgres_server
+    if postgres_server.process.poll() is not None:
+        postgres_server.start_again()
+    close_old_connections()
+    connection.close()
+
+
 @pytest.fixture(scope="session", autouse=ON_POSTGRES)
 def _postgres_sessions_closed(django_db_setup, django_db_blocker):
     """Before the test database is dropped, end the sessions other threads of

@@ -38,17 +38,6 @@ IN_FLIGHT = PROCESSES * SLOTS + CELERY_SLOTS
 
 
 @pytest.fixture
-def postgres(postgres_server):
-    """The session's server, running again (and this process reconnected)
-    after the test, whatever it did to it."""
-    yield postgres_server
-    if postgres_server.process.poll() is not None:
-        postgres_server.start_again()
-    close_old_connections()
-    connection.close()
-
-
-@pytest.fixture
 def stack(worker, celery_worker, reconciler):
     """Channels workers (2 processes of 4 slots), a Celery worker (2 pool
     processes) and a reconciler: as `make run` and production run them."""
