@@ -24,7 +24,7 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from tasks import redis_layer
+from tasks import outage, redis_layer
 from tasks.exceptions import TransportUnavailable
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,13 @@ def group_send(group: str, message: dict) -> None:
     """Send to a group; a failure is logged, never raised (events are best-effort)."""
     try:
         _run(get_channel_layer().group_send(group, message))
-    except Exception:
-        logger.warning("Could not publish to group %s", group, exc_info=True)
+    except Exception as error:
+        if outage.is_redis_outage(error):
+            outage.redis.failed(error)  # logged once per outage, not per event
+        else:
+            logger.warning("Could not publish to group %s", group, exc_info=True)
+    else:
+        outage.redis.answered()
 
 
 def depths(queues: list[str]) -> dict[str, int]:
