@@ -26,6 +26,7 @@ from django.dispatch import Signal
 from django.tasks import task
 from django.utils import timezone
 
+from tasks import outage
 from tasks.models import Status, TaskRecord
 
 # Rows per batch, and the pause after each one as a multiple of the time it
@@ -101,8 +102,10 @@ SCHEDULED_BUDGET = 50 * 60.0
 
 @task(unique=True, timeout=SCHEDULED_BUDGET + 600)
 def prune_expired() -> int:
-    """The ``prune-tasks`` schedule: a pass, in paced batches."""
-    return prune(budget=SCHEDULED_BUDGET)
+    """The ``prune-tasks`` schedule: a pass, in paced batches. A database
+    outage on the way pauses it: the pass starts over once the database is
+    back (each batch is its own transaction), within its time limit."""
+    return outage.until_written(lambda: prune(budget=SCHEDULED_BUDGET))
 
 
 def _delete_batch(queryset: QuerySet[TaskRecord], batch: int) -> tuple[int, int]:

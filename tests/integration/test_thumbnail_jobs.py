@@ -33,9 +33,16 @@ def user(django_user_model):
 
 
 def wait_image(image: Image, timeout: float = 60) -> Image:
+    """Wait until the image is ready or failed and its job has ended: the task
+    body marks the image a moment before its worker records the outcome, and
+    a job enqueued meanwhile would join the one still running."""
+
     def final():
         image.refresh_from_db()
-        return services.sync_status(image).is_final
+        if not services.sync_status(image).is_final:
+            return False
+        job = TaskRecord.objects.filter(pk=image.task_id).first()
+        return job is None or job.is_finished
 
     wait_for(final, timeout=timeout, message=f"image {image.pk} to be ready or failed")
     return image
