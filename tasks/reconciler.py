@@ -85,11 +85,14 @@ class Reconciler:
         report = SweepReport()
         try:
             close_old_connections()  # one broken in the last outage, say
-            if self._heartbeats_can_be_judged():
+            down, back = self._redis.mget(OUTAGE_KEY, RETURN_KEY)
+            if down is None and back is None:
                 self._recover_stale(report)
             self._redeliver(report)
             self._prune(report)
             _checkpoint_sqlite()
+            if down is not None:
+                self._remember_return()
         except DatabaseError as error:
             if not outage.is_database_outage(error):
                 raise
@@ -133,23 +136,17 @@ class Reconciler:
             report.requeued += status == Status.READY
             report.failed += status == Status.FAILED
 
-    def _heartbeats_can_be_judged(self) -> bool:
-        """Not while the database has been back for less than the stale
-        grace: no worker could write a heartbeat during the outage, and each
-        needs a moment to beat again. Seen by any process that sweeps: the
-        marks are in Redis."""
-        down, back = self._redis.mget(OUTAGE_KEY, RETURN_KEY)
-        if down is not None:
-            grace = max(int(self.stale_after.total_seconds()), 1)
-            pipe = self._redis.pipeline()
-            pipe.set(RETURN_KEY, 1, ex=grace).delete(OUTAGE_KEY).execute()
-            logger.info(
-                "Database back: running tasks are judged by their heartbeats "
-                "again in %d s",
-                grace,
-            )
-            return False
-        return back is None
+    def _remember_return(self) -> None:
+        """The database answers again after an outage: no heartbeat is judged
+        for one stale grace (no worker could write one while it lasted, and
+        each needs a moment to beat again). The marks are in Redis, so every
+        process that sweeps sees them."""
+        grace = max(int(self.stale_after.total_seconds()), 1)
+        self._redis.pipeline().set(RETURN_KEY, 1, ex=grace).delete(OUTAGE_KEY).execute()
+        logger.info(
+            "Database back: running tasks are judged by their heartbeats again in %d s",
+            grace,
+        )
 
     def _remember_outage(self) -> None:
         try:

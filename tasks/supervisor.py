@@ -167,6 +167,10 @@ class Supervisor:
         while self._exited:
             child, code = self._exited[0]
             reason = f"Worker process {child.worker_id} {_describe_exit(code)}."
+            if code == 0:  # it stopped when asked, once its tasks had ended
+                logger.info("%s", reason)
+                self._exited.pop(0)
+                continue
             close_old_connections()
             try:
                 count = lifecycle.hand_back_worker(child.worker_id, reason)
