@@ -34,6 +34,6 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(
             DatabaseOutageGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
-        "channel": ChannelNameRouter(channel_routes),
+        "channel": ChannelNameRouter(channel_routes()),
     }
 )

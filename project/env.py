@@ -2,10 +2,11 @@
 
 import json
 import os
-import re
 from datetime import timedelta
 
 from django.core.exceptions import ImproperlyConfigured
+
+from tasks.conf import parse_duration
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -88,20 +89,3 @@ def get_json(name: str, default):
         return json.loads(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not JSON.") from None
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"3d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"1w"`` or plain seconds
-    (``"90"``, ``"0.5"``) as a timedelta; ValueError says what is accepted."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration; use a number with s, m, h, d or w "
-            "(e.g. 30m, 3d), or seconds."
-        )
-    number, unit = float(match["number"]), match["unit"] or "s"
-    return timedelta(seconds=number * _UNIT_SECONDS[unit])
-
-
-_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])?")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

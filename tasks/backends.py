@@ -161,3 +161,12 @@ def channels_aliases() -> list[str]:
         for alias in task_backends.settings
         if isinstance(task_backends[alias], ChannelsBackend)
     ]
+
+
+def channels_queues() -> list[str]:
+    """Every queue of the configured Channels backends (their ``QUEUES``)."""
+    return sorted({queue for alias in channels_aliases() for queue in _queues(alias)})
+
+
+def _queues(alias: str) -> set[str]:
+    return set(task_backends[alias].queues)

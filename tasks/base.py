@@ -19,9 +19,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.tasks import Task
+
+from tasks import conf
 
 # Called with the enqueued (args, kwargs), as JSON data.
 KeyFunction = Callable[[list, dict], str]
@@ -63,7 +64,9 @@ class JobTask(Task):
     def time_limit(self) -> float:
         """Seconds an attempt of this task may run."""
         return (
-            self.timeout if self.timeout is not None else settings.TASKS_DEFAULT_TIMEOUT
+            self.timeout
+            if self.timeout is not None
+            else conf.get("TASKS_DEFAULT_TIMEOUT")
         )
 
     def uniqueness_key(self, args: list, kwargs: dict) -> str | None:
@@ -90,7 +93,7 @@ class JobTask(Task):
             if self.concurrency_key is not None:
                 key = f"{key}:{self.concurrency_key(args, kwargs)}"
             return key[:255], self.concurrency
-        queue_limit = settings.TASKS_QUEUE_CONCURRENCY.get(self.queue_name)
+        queue_limit = conf.get("TASKS_QUEUE_CONCURRENCY").get(self.queue_name)
         if queue_limit is None:
             return None
         if not is_limit(queue_limit):

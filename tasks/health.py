@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 
 import redis
+from celery import current_app
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tasks import redis_layer
+from tasks import conf, redis_layer
 from tasks.models import TaskRecord
 
 CHECK_TIMEOUT = 2.0
@@ -54,7 +54,7 @@ def _database() -> None:
 
 
 def _redis() -> None:
-    _client(settings.REDIS_URL).ping()
+    _client(conf.get("REDIS_URL")).ping()
 
 
 def _channel_layer() -> None:
@@ -66,9 +66,9 @@ def _channel_layer() -> None:
 
 
 def _celery_broker() -> None:
-    from project.celery import app
-
-    with app.connection_for_write() as broker:
+    """The broker of the project's Celery app (the one its package loads, as
+    Celery's Django guide has it)."""
+    with current_app.connection_for_write() as broker:
         broker.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
 
 

@@ -26,6 +26,7 @@ from django.core import checks
 from django.db import connections, router, transaction
 from django.db.models import Count, Min
 
+from tasks import conf
 from tasks.base import is_limit
 from tasks.models import TaskRecord
 
@@ -88,9 +89,8 @@ def running_per_key(keys: list[str] | None = None) -> Running:
 @checks.register()
 def check_queue_limits(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """TASKS_QUEUE_CONCURRENCY must map queue names to whole numbers >= 1."""
-    from django.conf import settings
 
-    limits = settings.TASKS_QUEUE_CONCURRENCY
+    limits = conf.get("TASKS_QUEUE_CONCURRENCY")
     if isinstance(limits, dict):
         wrong = sorted(str(q) for q, n in limits.items() if not is_limit(n))
         if not wrong:

@@ -35,9 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.conf import settings
-
-from tasks import lifecycle, outage
+from tasks import conf, lifecycle, outage
 from tasks.exceptions import TimeLimitExceeded
 from tasks.models import TaskRecord
 
@@ -111,7 +109,7 @@ class Monitor:
 
     def _lost(self, records: list[TaskRecord]) -> list[TaskRecord]:
         now = time.monotonic()
-        if now - self._last_beat >= settings.TASKS_HEARTBEAT_SECONDS:
+        if now - self._last_beat >= conf.get("TASKS_HEARTBEAT_SECONDS"):
             lost = lifecycle.heartbeat(records)
             self._last_beat = now  # (not after a failed beat: tried again soon)
             outage.database.answered()

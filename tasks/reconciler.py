@@ -28,11 +28,10 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 import redis
-from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from tasks import lifecycle, limits, outage, retention
+from tasks import conf, lifecycle, limits, outage, retention
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 
@@ -65,9 +64,9 @@ class SweepReport:
 
 class Reconciler:
     def __init__(self) -> None:
-        self.resend_after = timedelta(seconds=settings.TASKS_RESEND_AFTER_SECONDS)
-        self.stale_after = timedelta(seconds=settings.TASKS_STALE_AFTER_SECONDS)
-        self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+        self.resend_after = timedelta(seconds=conf.get("TASKS_RESEND_AFTER_SECONDS"))
+        self.stale_after = timedelta(seconds=conf.get("TASKS_STALE_AFTER_SECONDS"))
+        self._redis = redis.Redis.from_url(conf.get("REDIS_URL"), socket_timeout=5)
         self._token = uuid.uuid4().hex
 
     def sweep(self) -> SweepReport:

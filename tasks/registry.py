@@ -13,7 +13,8 @@ import functools
 import time
 
 import redis
-from django.conf import settings
+
+from tasks import conf
 
 KEY = "tasks:workers"
 
@@ -28,7 +29,7 @@ def leave(worker_id: str) -> None:
 
 def alive() -> dict[str, float]:
     """Live worker ids and the seconds since each reported; forgets the dead."""
-    now, stale = time.time(), settings.TASKS_STALE_AFTER_SECONDS
+    now, stale = time.time(), conf.get("TASKS_STALE_AFTER_SECONDS")
     client = _client()
     ages = {
         worker.decode(): now - float(seen)
@@ -41,7 +42,7 @@ def alive() -> dict[str, float]:
 
 
 def _client() -> redis.Redis:
-    return _client_for(settings.REDIS_URL)
+    return _client_for(conf.get("REDIS_URL"))
 
 
 @functools.cache

@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.tasks import task
 from django.utils import timezone
 
-from tasks import outage
+from tasks import conf, outage
 from tasks.models import Status, TaskRecord
 
 # Rows per batch, and the pause after each one as a multiple of the time it
@@ -45,8 +44,8 @@ def expired(
     """One queryset per finished status, of the records past their retention
     (``older_than``, when given, for both statuses)."""
     ttls = {
-        Status.SUCCESSFUL: settings.TASKS_RESULT_TTL,
-        Status.FAILED: settings.TASKS_FAILED_TTL,
+        Status.SUCCESSFUL: conf.get("TASKS_RESULT_TTL"),
+        Status.FAILED: conf.get("TASKS_FAILED_TTL"),
     }
     if older_than is not None:
         ttls = dict.fromkeys(ttls, older_than)

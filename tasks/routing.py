@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 
 from tasks import execution, lifecycle
+from tasks.backends import channels_queues
 from tasks.monitor import Monitor
 
 # Heartbeats only: time limits and cancels need tasks.worker's process model.
@@ -30,7 +31,7 @@ class TaskRunConsumer(AsyncConsumer):
                 await sync_to_async(execution.run_sync)(record)
 
 
-channel_routes = {
-    "thumbnailer": TaskRunConsumer.as_asgi(),
-    "default": TaskRunConsumer.as_asgi(),
-}
+def channel_routes() -> dict:
+    """A route per queue of the configured Channels backends (settings'
+    ``TASKS``), for ``ChannelNameRouter``."""
+    return dict.fromkeys(channels_queues(), TaskRunConsumer.as_asgi())

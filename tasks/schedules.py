@@ -33,8 +33,7 @@ from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from project.env import parse_duration
-from tasks import outage
+from tasks import conf, outage
 from tasks.exceptions import JobSystemError
 from tasks.models import ScheduleState
 
@@ -230,7 +229,7 @@ class Schedule:
 
 
 def _parse_all() -> tuple[list[Schedule], list[ScheduleError]]:
-    config = settings.TASKS_SCHEDULE
+    config = conf.get("TASKS_SCHEDULE")
     if not isinstance(config, dict):
         message = "must be a dict of named entries."
         return [], [ScheduleError(None, message, "tasks.E020")]
@@ -264,7 +263,7 @@ def _interval(name: str, every: object) -> timedelta:
     try:
         if isinstance(every, bool) or not isinstance(every, int | float | str):
             raise ValueError("use seconds or a string such as 30m or 1h")
-        interval = parse_duration(str(every))
+        interval = conf.parse_duration(str(every))
     except ValueError as error:
         raise ScheduleError(
             name, f'bad "every" {every!r}: {error}', "tasks.E024"

@@ -33,10 +33,9 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from django.conf import settings
 from django.db import close_old_connections, connections
 
-from tasks import execution, lifecycle, outage, registry, transport
+from tasks import conf, execution, lifecycle, outage, registry, transport
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 from tasks.monitor import Monitor
@@ -112,7 +111,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         while True:
             await loop.run_in_executor(None, _quietly, registry.beat, self.worker_id)
-            await asyncio.sleep(settings.TASKS_HEARTBEAT_SECONDS)
+            await asyncio.sleep(conf.get("TASKS_HEARTBEAT_SECONDS"))
 
     async def _slot_in_thread(self, popper) -> None:
         """A slot that lives in its thread: it claims, waits and runs sync

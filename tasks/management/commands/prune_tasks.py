@@ -1,12 +1,10 @@
 """``manage.py prune_tasks [--older-than 3d] [--dry-run]``."""
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
-from project.env import parse_duration
-from tasks import retention
+from tasks import conf, retention
 
 
 class Command(BaseCommand):
@@ -34,7 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, older_than, dry_run, no_pause, **options):
         try:
-            age = parse_duration(older_than) if older_than is not None else None
+            age = conf.parse_duration(older_than) if older_than is not None else None
         except ValueError as error:
             raise CommandError(f"--older-than: {error}") from None
         now = timezone.now()
@@ -42,8 +40,8 @@ class Command(BaseCommand):
         rule = (
             f"finished over {older_than} ago"
             if age is not None
-            else f"past retention (successful {_days(settings.TASKS_RESULT_TTL)}, "
-            f"failed {_days(settings.TASKS_FAILED_TTL)})"
+            else f"past retention (successful {_days(conf.get('TASKS_RESULT_TTL'))}, "
+            f"failed {_days(conf.get('TASKS_FAILED_TTL'))})"
         )
         if dry_run:
             self.stdout.write(f"Would delete {total} task record(s) {rule}.")

@@ -1,8 +1,8 @@
 """``manage.py reconcile_tasks [--loop]``: re-send lost work, recover dead workers."""
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from tasks import conf
 from tasks.reconciler import Reconciler
 
 
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval",
             type=float,
-            default=settings.TASKS_RECONCILE_INTERVAL_SECONDS,
+            default=conf.get("TASKS_RECONCILE_INTERVAL_SECONDS"),
             help="Seconds between sweeps with --loop.",
         )
 
