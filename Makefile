@@ -21,7 +21,7 @@ help:
 	@echo "make test   - install test dependencies and run the whole suite (SQLite)"
 	@echo "make test-postgres - the whole suite on a PostgreSQL server of its own"
 	@echo "make test-deploy   - the deployment of deploy/ (nginx, gunicorn, Daphne, ...) on this machine"
-	@echo "make lint   - ruff check and format check"
+	@echo "make lint   - ruff check and format check, import contracts"
 	@echo "make bench  - run the benchmarks under bench/"
 
 $(PY):
@@ -83,6 +83,7 @@ test-deploy: $(VENV)/.test-installed postgres nginx
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check --fix .
