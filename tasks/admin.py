@@ -3,6 +3,7 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils.html import format_html
@@ -28,7 +29,9 @@ class TaskRecordAdmin(admin.ModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "queue_name", "backend", "task_path")
-    search_fields = ("id", "task_path", "owner__username")
+    # The owner by the user model's own name field (not every model has
+    # ``username``).
+    search_fields = ("id", "task_path", f"owner__{get_user_model().USERNAME_FIELD}")
     date_hierarchy = "enqueued_at"
     list_select_related = ("owner",)
     actions = ("retry_selected", "cancel_selected")

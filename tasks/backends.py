@@ -14,7 +14,7 @@ from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
 
-from tasks import lifecycle, record_sql, transport
+from tasks import conf, lifecycle, record_sql, transport
 from tasks.base import JobTask, is_limit
 from tasks.models import TaskRecord
 
@@ -145,7 +145,7 @@ class CeleryBackend(RecordBackend):
         longer than its visibility timeout would be delivered twice (the claim
         would refuse the second, but the worker holds both in memory). Later
         records are published by the reconciler when due."""
-        horizon = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 2
+        horizon = conf.visibility_timeout() / 2
         return record.available_at <= now + timedelta(seconds=horizon)
 
     def stop(self, record: TaskRecord) -> None:

@@ -41,6 +41,17 @@ def get(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
 
 
+def visibility_timeout() -> float:
+    """Seconds the Celery broker keeps an unacknowledged message before it
+    delivers it again: CELERY_BROKER_TRANSPORT_OPTIONS' ``visibility_timeout``,
+    else kombu's default for Redis."""
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    return options.get("visibility_timeout", KOMBU_VISIBILITY_TIMEOUT)
+
+
+KOMBU_VISIBILITY_TIMEOUT = 3600.0
+
+
 def parse_duration(text: str) -> timedelta:
     """``"3d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"1w"`` or plain seconds
     (``"90"``, ``"0.5"``) as a timedelta; ValueError says what is accepted."""

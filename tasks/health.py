@@ -8,18 +8,16 @@ polling every second costs one round of checks per process.
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable
 
-import redis
 from celery import current_app
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.utils import timezone
 
-from tasks import conf, redis_layer
+from tasks import redis_client, redis_layer
 from tasks.models import TaskRecord
 
 CHECK_TIMEOUT = 2.0
@@ -54,7 +52,7 @@ def _database() -> None:
 
 
 def _redis() -> None:
-    _client(conf.get("REDIS_URL")).ping()
+    redis_client.client(CHECK_TIMEOUT).ping()
 
 
 def _channel_layer() -> None:
@@ -105,8 +103,3 @@ def _queues(database_ok: bool) -> list[dict]:
         }
         for row in TaskRecord.objects.backlog(now)
     ]
-
-
-@functools.cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT)

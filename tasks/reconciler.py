@@ -31,7 +31,7 @@ import redis
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from tasks import conf, lifecycle, limits, outage, retention
+from tasks import conf, lifecycle, limits, outage, redis_client, retention
 from tasks.backends import channels_aliases
 from tasks.models import Status, TaskRecord
 
@@ -66,7 +66,7 @@ class Reconciler:
     def __init__(self) -> None:
         self.resend_after = timedelta(seconds=conf.get("TASKS_RESEND_AFTER_SECONDS"))
         self.stale_after = timedelta(seconds=conf.get("TASKS_STALE_AFTER_SECONDS"))
-        self._redis = redis.Redis.from_url(conf.get("REDIS_URL"), socket_timeout=5)
+        self._redis = redis_client.client(timeout=5.0)
         self._token = uuid.uuid4().hex
 
     def sweep(self) -> SweepReport:

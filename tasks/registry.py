@@ -9,12 +9,11 @@ process's.)
 
 from __future__ import annotations
 
-import functools
 import time
 
 import redis
 
-from tasks import conf
+from tasks import conf, redis_client
 
 KEY = "tasks:workers"
 
@@ -42,9 +41,4 @@ def alive() -> dict[str, float]:
 
 
 def _client() -> redis.Redis:
-    return _client_for(conf.get("REDIS_URL"))
-
-
-@functools.cache
-def _client_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=2)
+    return redis_client.client(timeout=2.0)
