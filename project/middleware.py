@@ -40,9 +40,8 @@ class DatabaseUnavailableMiddleware:
     def process_exception(
         self, request: HttpRequest, exception: Exception
     ) -> HttpResponse | None:
-        if not outage.is_database_outage(exception):
+        if not outage.absorb_database_outage(exception):
             return None
-        outage.database.failed(exception)
         return unavailable(request)
 
 

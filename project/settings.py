@@ -7,6 +7,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from project import env
+from tasks import conf as tasks_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.get_str("DJANGO_VAR_DIR", str(BASE_DIR / "var")))
@@ -285,6 +286,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- The job system (django.tasks) ------------------------------------------
 
+
+def _from_env(name: str) -> float:
+    """A job-system timing from the environment, else the job system's default."""
+    return env.get_float(name, tasks_conf.DEFAULTS[name])
+
+
 TASKS = {
     "default": {
         "BACKEND": "tasks.backends.ChannelsBackend",
@@ -296,14 +303,14 @@ TASKS = {
     },
 }
 # A RUNNING record whose heartbeat is older than this has lost its worker.
-TASKS_HEARTBEAT_SECONDS = env.get_float("TASKS_HEARTBEAT_SECONDS", 2.0)
-TASKS_STALE_AFTER_SECONDS = env.get_float("TASKS_STALE_AFTER_SECONDS", 30.0)
+TASKS_HEARTBEAT_SECONDS = _from_env("TASKS_HEARTBEAT_SECONDS")
+TASKS_STALE_AFTER_SECONDS = _from_env("TASKS_STALE_AFTER_SECONDS")
 # A READY Celery record sent longer ago than this, and not run, is sent again
 # (Channels records need no re-sending: idle workers claim them).
-TASKS_RESEND_AFTER_SECONDS = env.get_float("TASKS_RESEND_AFTER_SECONDS", 90.0)
+TASKS_RESEND_AFTER_SECONDS = _from_env("TASKS_RESEND_AFTER_SECONDS")
 # An attempt running longer than this is stopped (a task's own ``timeout``
 # option wins).
-TASKS_DEFAULT_TIMEOUT = env.get_float("TASKS_DEFAULT_TIMEOUT", 30 * 60.0)
+TASKS_DEFAULT_TIMEOUT = _from_env("TASKS_DEFAULT_TIMEOUT")
 # `reconcile_tasks --loop` sweeps as often as beat schedules it.
 TASKS_RECONCILE_INTERVAL_SECONDS = CELERY_BEAT_SCHEDULE["reconcile-tasks"]["schedule"]
 # Retention (tasks.retention): finished records are deleted this long after

@@ -223,9 +223,8 @@ class JobEventsConsumer(CountedSockets, AsyncJsonWebsocketConsumer):
         try:
             return await read
         except DatabaseError as error:
-            if not outage.is_database_outage(error):
+            if not outage.absorb_database_outage(error):
                 raise
-            outage.database.failed(error)
             await self.close(code=CLOSE_UNAVAILABLE)
             return UNAVAILABLE
 

@@ -35,9 +35,8 @@ class DatabaseOutageGuard:
         try:
             return await self.inner(scope, receiving, sending)
         except Exception as error:
-            if state["accepted"] or not outage.is_database_outage(error):
+            if state["accepted"] or not outage.absorb_database_outage(error):
                 raise
-            outage.database.failed(error)
         await close_unavailable(receive if not state["connected"] else None, send)
 
 

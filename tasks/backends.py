@@ -165,8 +165,5 @@ def channels_aliases() -> list[str]:
 
 def channels_queues() -> list[str]:
     """Every queue of the configured Channels backends (their ``QUEUES``)."""
-    return sorted({queue for alias in channels_aliases() for queue in _queues(alias)})
-
-
-def _queues(alias: str) -> set[str]:
-    return set(task_backends[alias].queues)
+    aliases = channels_aliases()
+    return sorted({queue for alias in aliases for queue in task_backends[alias].queues})

@@ -49,9 +49,8 @@ class RecordTask(Task):
         try:
             record_it()
         except DatabaseError as error:
-            if not outage.is_database_outage(error):
+            if not outage.absorb_database_outage(error):
                 raise
-            outage.database.failed(error)
             threading.Thread(
                 target=outage.until_written, args=(record_it,), daemon=True
             ).start()

@@ -157,12 +157,9 @@ class Monitor:
             try:
                 self.check()
             except Exception as error:
-                if not outage.is_database_outage(error):
+                # After an outage: heart-beaten again at the next check.
+                if not outage.absorb_database_outage(error):
                     logger.warning("Monitoring running tasks failed", exc_info=True)
-                    continue
-                # Heart-beaten again at the next check, once the database is back.
-                outage.database.failed(error)
-                outage.drop_broken_connections()
 
 
 def _attempt(record: TaskRecord, task: asyncio.Task | None) -> Attempt:

@@ -12,6 +12,9 @@ an event raises as temporary, through this module:
 - ``database`` and ``redis`` track each dependency's state in this process,
   so an outage is logged once: one WARNING with its cause when it starts,
   one INFO when it ends, whatever the number of threads that hit it;
+- ``absorb_database_outage(error)`` and ``absorb_redis_outage(error)`` say
+  whether a caught error is such an outage, noting it when it is, for a
+  caller that goes on (or tries again later) instead of raising;
 - ``until_written(write)`` calls a write that must not be lost (an attempt's
   outcome) until the database takes it: backoff with jitter, no limit.
 """
@@ -28,13 +31,15 @@ import time
 from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError, close_old_connections
+from redis import exceptions as redis_errors
+
+from tasks.exceptions import TransportUnavailable
 
 logger = logging.getLogger(__name__)
 
 # Backoff between tries of a write: from BACKOFF_START seconds, doubling, up
 # to BACKOFF_CAP (so a write lands within a few seconds of the database's
-# return), each delay drawn from [0.5, 1.5) times its value (jitter: the
-# slots of many workers do not all come back at the same instant).
+# return), each one ``jittered``.
 BACKOFF_START = 0.1
 BACKOFF_CAP = 2.0
 # After an outage, connections opened before it may fail once each for this
@@ -66,11 +71,10 @@ def is_database_outage(error: BaseException) -> bool:
 
 def is_redis_outage(error: BaseException) -> bool:
     """Whether ``error`` is Redis unreachable or not answering in time."""
-    from redis.exceptions import ConnectionError, TimeoutError
-
-    from tasks.exceptions import TransportUnavailable
-
-    return isinstance(error, ConnectionError | TimeoutError | TransportUnavailable)
+    return isinstance(
+        error,
+        redis_errors.ConnectionError | redis_errors.TimeoutError | TransportUnavailable,
+    )
 
 
 class Dependency:
@@ -138,6 +142,26 @@ database = Dependency("Database")
 redis = Dependency("Redis")
 
 
+def absorb_database_outage(error: BaseException) -> bool:
+    """Whether ``error`` is a database outage. If it is, it is noted (logged
+    once per outage) and this thread's broken connections are dropped, so
+    that the next try reconnects."""
+    if not is_database_outage(error):
+        return False
+    database.failed(error)
+    drop_broken_connections()
+    return True
+
+
+def absorb_redis_outage(error: BaseException) -> bool:
+    """Whether ``error`` is a Redis outage; if it is, it is noted (logged once
+    per outage)."""
+    if not is_redis_outage(error):
+        return False
+    redis.failed(error)
+    return True
+
+
 def until_written[T](write: Callable[[], T]) -> T:
     """``write()``, tried again through a database outage until it succeeds.
 
@@ -153,21 +177,19 @@ def until_written[T](write: Callable[[], T]) -> T:
         try:
             result = write()
         except Exception as error:
-            if not is_database_outage(error):
+            if not absorb_database_outage(error):
                 raise
-            database.failed(error)
-            pause(delay)
+            time.sleep(jittered(delay))
             delay = min(delay * 2, BACKOFF_CAP)
             continue
         database.answered()
         return result
 
 
-def pause(delay: float) -> None:
-    """Wait about ``delay`` seconds (with jitter), then drop this thread's
-    connections that are broken, so the next try reconnects."""
-    time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 (not for secrets)
-    drop_broken_connections()
+def jittered(delay: float) -> float:
+    """``delay`` times a random factor in [0.5, 1.5): the slots of many
+    workers do not all try again at the same instant."""
+    return delay * random.uniform(0.5, 1.5)  # noqa: S311 (not for secrets)
 
 
 def drop_broken_connections() -> None:

@@ -23,10 +23,8 @@ def report_progress(fraction: float, message: str = "") -> None:
     try:
         lifecycle.set_progress(record, fraction, message)
     except DatabaseError as error:
-        if not outage.is_database_outage(error):
+        if not outage.absorb_database_outage(error):
             raise
-        outage.database.failed(error)
-        outage.drop_broken_connections()
 
 
 async def areport_progress(fraction: float, message: str = "") -> None:

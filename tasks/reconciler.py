@@ -93,9 +93,8 @@ class Reconciler:
             if down is not None:
                 self._remember_return()
         except DatabaseError as error:
-            if not outage.is_database_outage(error):
+            if not outage.absorb_database_outage(error):
                 raise
-            outage.database.failed(error)
             self._remember_outage()
             return SweepReport(unavailable=outage.database.name)
         except redis.RedisError as error:

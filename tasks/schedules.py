@@ -71,10 +71,8 @@ def run_schedules() -> dict[str, str]:
     try:
         fired = run_due(timezone.now())
     except DatabaseError as error:
-        if not outage.is_database_outage(error):
+        if not outage.absorb_database_outage(error):
             raise
-        outage.database.failed(error)
-        outage.drop_broken_connections()
         return {}
     outage.database.answered()
     return fired

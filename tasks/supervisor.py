@@ -175,16 +175,12 @@ class Supervisor:
             try:
                 count = lifecycle.hand_back_worker(child.worker_id, reason)
             except Exception as error:
-                if outage.is_database_outage(error):
-                    outage.database.failed(error)
-                    outage.drop_broken_connections()
+                if outage.absorb_database_outage(error):
                     return
                 logger.exception("Could not hand back the tasks of %s", child.worker_id)
             else:
                 outage.database.answered()
-                level = (
-                    logging.INFO if code in (0, STOPPED_TASK_EXIT) else logging.WARNING
-                )
+                level = logging.INFO if code == STOPPED_TASK_EXIT else logging.WARNING
                 logger.log(level, "%s %d running task(s) handed back.", reason, count)
             self._exited.pop(0)
 

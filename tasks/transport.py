@@ -62,9 +62,8 @@ def group_send(group: str, message: dict) -> None:
     try:
         _run(get_channel_layer().group_send(group, message))
     except Exception as error:
-        if outage.is_redis_outage(error):
-            outage.redis.failed(error)  # logged once per outage, not per event
-        else:
+        # An outage is logged once, not per event.
+        if not outage.absorb_redis_outage(error):
             logger.warning("Could not publish to group %s", group, exc_info=True)
     else:
         outage.redis.answered()

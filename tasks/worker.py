@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import signal
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -132,7 +132,7 @@ class Worker:
             except Exception as error:
                 claimed = None  # (only a claim or a wait can fail: nothing held)
                 _report(error)
-                outage.pause(delay)
+                time.sleep(outage.jittered(delay))
                 delay = _next_delay(error, delay)
                 continue
             delay = outage.BACKOFF_START
@@ -156,7 +156,7 @@ class Worker:
             except Exception as error:
                 claimed = None
                 _report(error)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311
+                await asyncio.sleep(outage.jittered(delay))
                 delay = _next_delay(error, delay)
                 continue
             delay = outage.BACKOFF_START
@@ -259,11 +259,7 @@ def _quietly(func, *args) -> None:
 def _report(error: Exception) -> None:
     """Log a slot's failure: an outage of the database or Redis once (nothing
     is lost, the records decide), anything else each time."""
-    if outage.is_database_outage(error):
-        outage.database.failed(error)
-    elif outage.is_redis_outage(error):
-        outage.redis.failed(error)
-    else:
+    if not (outage.absorb_database_outage(error) or outage.absorb_redis_outage(error)):
         logger.exception("Worker slot failed; trying again")
 
 
